@@ -1,0 +1,76 @@
+//! HTTP: one module per API dialect, plus the layers they share (errors,
+//! authentication, rate limits, request ids, metrics).
+//!
+//! Only this module knows HTTP. Handlers turn requests into domain and store
+//! calls and the results into each document's JSON.
+
+mod assistant;
+pub mod dialect;
+pub mod error;
+mod extract;
+mod gateway;
+pub mod middleware;
+mod openapi;
+pub mod rate_limit;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::server::AppState;
+
+/// Every documented route, with its OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(gateway::router())
+        .merge(assistant::router())
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs))
+}
+
+/// The OpenAPI 3.1 document of every route, as JSON.
+pub fn openapi_document() -> String {
+    let (_, mut doc) = routes().split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The OpenAPI 3.1 document describing every endpoint.
+#[utoipa::path(get, path = "/openapi.json", tag = "gateway",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json(state: axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    openapi::openapi_json(state).await
+}
+
+/// A page that renders the OpenAPI document for people.
+#[utoipa::path(get, path = "/docs", tag = "gateway",
+    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+async fn docs() -> impl axum::response::IntoResponse {
+    openapi::docs().await
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("Resource not found")
+}
+
+/// The whole application: routes and the layers around them.
+pub fn app(state: AppState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(not_found)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::authenticate_and_limit,
+        ))
+        .layer(from_fn_with_state(state.clone(), middleware::timeout))
+        .layer(from_fn(middleware::shape_errors))
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(from_fn(middleware::metrics))
+        .layer(from_fn(middleware::request_id))
+        .with_state(state)
+}

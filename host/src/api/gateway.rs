@@ -1,0 +1,93 @@
+//! The gateway's own endpoints: health and metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::server::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+}
+
+/// `healthy` when every dependency answers, `unhealthy` otherwise.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    status: &'static str,
+    version: &'static str,
+    /// Each dependency and its state (`healthy` or `unhealthy`).
+    #[schema(value_type = Object)]
+    dependencies: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The whole gateway's health, naming each dependency.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "gateway",
+    responses(
+        (status = 200, description = "Every dependency is healthy", body = Health),
+        (status = 503, description = "A dependency is unhealthy", body = Health),
+    )
+)]
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let mut dependencies = serde_json::Map::new();
+    let database =
+        match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "database health check failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("database health check timed out");
+                false
+            }
+        };
+    dependencies.insert("database".into(), state_word(database).into());
+    let healthy = database;
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Health {
+            status: state_word(healthy),
+            version: env!("CARGO_PKG_VERSION"),
+            dependencies,
+        }),
+    )
+}
+
+fn state_word(ok: bool) -> &'static str {
+    if ok { "healthy" } else { "unhealthy" }
+}
+
+/// Prometheus metrics: requests by route and status, latency histogram,
+/// database pool.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "gateway",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+)]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let (size, idle) = state.db.pool_stats();
+    metrics::gauge!("db_pool_connections").set(f64::from(size));
+    metrics::gauge!("db_pool_idle_connections").set(idle as f64);
+    metrics::gauge!("rate_limit_windows").set(state.limiter.len() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

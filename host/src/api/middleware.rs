@@ -1,0 +1,283 @@
+//! The layers every request passes through, outermost first:
+//! request id and span → metrics → error shaping → timeout → authentication
+//! and rate limits → panic guard → handler.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
+
+use super::dialect::Dialect;
+use super::error::{ApiError, ErrorCode, PendingError};
+use super::rate_limit::{Rule, Subject, unix_now};
+use crate::auth::{TokenError, hash_api_key};
+use crate::domain::{Principal, PrincipalKind, Role};
+use crate::server::AppState;
+
+/// The id of this request, echoed in `X-Request-Id` and 003's `requestId`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Accepts a caller's request id if it is short and plain, so ids can be
+/// followed across services; otherwise makes a new one.
+fn request_id_from(req: &Request) -> Arc<str> {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map_or_else(
+            || format!("req-{}", uuid::Uuid::new_v4().simple()).into(),
+            Arc::from,
+        )
+}
+
+/// Gives the request an id and a tracing span that carries it, and stamps
+/// the id on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = request_id_from(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    // The path only: query strings may carry tokens.
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = next.run(req).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// Counts requests by route and status and times them.
+pub async fn metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed);
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed * 1000.0,
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed * 1000.0,
+            "request done"
+        );
+    }
+    response
+}
+
+/// Renders pending [`ApiError`]s in the dialect of the request's path, and
+/// turns axum's bare 404/405 answers into proper errors.
+pub async fn shape_errors(req: Request, next: Next) -> Response {
+    let dialect = Dialect::of_path(req.uri().path());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| Arc::from("unknown"), |r| r.0.clone());
+    let response = next.run(req).await;
+    let pending = response
+        .extensions()
+        .get::<PendingError>()
+        .map(|p| p.0.clone());
+    let error = match pending {
+        Some(error) => error,
+        None if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed")
+        }
+        None => return response,
+    };
+    let mut rendered = error.render(dialect, &request_id);
+    // Keep headers set by inner layers (rate-limit headers, Allow).
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered
+                .headers_mut()
+                .entry(name)
+                .or_insert_with(|| value.clone());
+        }
+    }
+    rendered
+}
+
+/// Answers 503 when a request takes longer than `server.request_timeout`.
+pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.config.server.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_s = limit.as_secs(), "request timed out");
+            ApiError::service_unavailable("The request took too long; try again").into_response()
+        }
+    }
+}
+
+/// What the request's credentials proved.
+#[derive(Debug, Clone, Copy)]
+pub enum Authn {
+    /// No credentials were sent.
+    Anonymous,
+    Valid(Principal),
+    /// Credentials were sent and are wrong; the reason is safe to show.
+    Invalid(&'static str),
+}
+
+/// The caller's address (the socket peer; proxies are not trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// Authenticates the request (without failing it: handlers decide whether
+/// they need a principal) and applies the dialect's rate limits.
+pub async fn authenticate_and_limit(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let dialect = Dialect::of_path(req.uri().path());
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    req.extensions_mut().insert(ClientIp(ip));
+    if dialect == Dialect::Gateway {
+        return next.run(req).await;
+    }
+
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let api_key = req.headers().get("x-api-key").cloned();
+    let authn = match authenticate(&state, authorization, api_key).await {
+        Ok(authn) => authn,
+        Err(error) => return error.into_response(),
+    };
+    req.extensions_mut().insert(authn);
+
+    let limits = &state.config.rate_limits;
+    let decision = if limits.enabled {
+        let dialect_limits = match dialect {
+            Dialect::Chat => &limits.chat,
+            Dialect::Assistant => &limits.assistant,
+            Dialect::Platform => &limits.platform,
+            Dialect::Tickets | Dialect::Gateway => &limits.tickets,
+        };
+        let (subject, org) = match authn {
+            Authn::Valid(p) => match p.kind {
+                PrincipalKind::User(id) => (Subject::User(id), Some(p.org_id)),
+                PrincipalKind::ApiKey(id) => (Subject::ApiKey(id), Some(p.org_id)),
+            },
+            Authn::Anonymous | Authn::Invalid(_) => (Subject::Ip(ip), None),
+        };
+        let rules = Rule::for_limits(dialect_limits, subject, org);
+        state.limiter.check(dialect.name(), &rules, unix_now())
+    } else {
+        None
+    };
+
+    let mut response = match decision {
+        Some(d) if !d.allowed => {
+            let retry = d.retry_after(unix_now());
+            let mut error = ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                format!(
+                    "Rate limit exceeded: {} requests per window; try again in {retry} s",
+                    d.limit
+                ),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(retry));
+            error.reset_at = i64::try_from(d.reset).ok();
+            error.into_response()
+        }
+        _ => next.run(req).await,
+    };
+    if let Some(d) = decision {
+        d.write_headers(response.headers_mut());
+    }
+    response
+}
+
+async fn authenticate(
+    state: &AppState,
+    authorization: Option<HeaderValue>,
+    api_key: Option<HeaderValue>,
+) -> Result<Authn, ApiError> {
+    if let Some(value) = authorization {
+        let Some(token) = value.to_str().ok().and_then(bearer_token) else {
+            return Ok(Authn::Invalid("Could not validate credentials"));
+        };
+        return Ok(match state.tokens.verify(token) {
+            Ok(principal) => Authn::Valid(principal),
+            Err(TokenError::Expired) => Authn::Invalid("Token has expired"),
+            Err(TokenError::Invalid) => Authn::Invalid("Could not validate credentials"),
+        });
+    }
+    if let Some(value) = api_key {
+        let Ok(key) = value.to_str() else {
+            return Ok(Authn::Invalid("Invalid API key"));
+        };
+        let Some(api_key) = state.db.active_api_key(&hash_api_key(key.trim())).await? else {
+            return Ok(Authn::Invalid("Invalid API key"));
+        };
+        state.note_api_key_use(api_key.id);
+        return Ok(Authn::Valid(Principal {
+            org_id: api_key.org_id,
+            role: Role::Service,
+            kind: PrincipalKind::ApiKey(api_key.id),
+        }));
+    }
+    Ok(Authn::Anonymous)
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme in any case).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The answer to a panicking handler: a 500 in the dialect's shape. The
+/// panic message goes to the log (inside the request's span) only.
+pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    tracing::error!(panic = message, "handler panicked");
+    ApiError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! Config parsing and validation, including the exact one-line errors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Some(Path::new("gw.toml")), &HashMap::new())
+}
+
+fn error(text: &str) -> String {
+    parse(text).expect_err("should fail").to_string()
+}
+
+#[test]
+fn defaults_match_conventions() {
+    let c = Config::defaults();
+    assert_eq!(c.server.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.database.url, "sqlite://./data/gateway.db");
+    assert_eq!(c.database.kind, DatabaseKind::Sqlite);
+    assert!(c.auth.jwt_secret.is_none());
+    assert!(c.rate_limits.enabled);
+    assert_eq!(
+        c.rate_limits.chat,
+        Limits {
+            per_minute: 100,
+            per_hour: 1000,
+            org_per_minute: 0
+        }
+    );
+    assert_eq!(
+        c.rate_limits.assistant,
+        Limits {
+            per_minute: 60,
+            per_hour: 0,
+            org_per_minute: 0
+        }
+    );
+    assert_eq!(
+        c.rate_limits.tickets,
+        Limits {
+            per_minute: 100,
+            per_hour: 0,
+            org_per_minute: 1000
+        }
+    );
+    assert!(c.auth.hash_concurrency >= 1);
+}
+
+#[test]
+fn shipped_configs_parse_and_match_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for name in ["config/gateway.toml", "config/gateway.example.toml"] {
+        let text = std::fs::read_to_string(root.join(name)).expect("config file");
+        let c = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:8080", "{name}");
+        assert_eq!(c.database.url, "sqlite://./data/gateway.db", "{name}");
+        assert!(c.rate_limits.enabled, "{name}");
+    }
+}
+
+#[test]
+fn env_overrides_win() {
+    let env: HashMap<String, String> = [
+        ("GATEWAY_BIND", "0.0.0.0:9000"),
+        ("GATEWAY_DATA_DIR", "/var/lib/gw"),
+        ("GATEWAY_JWT_SECRET", "x".repeat(40).as_str()),
+        ("GATEWAY_RATE_LIMITS", "off"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = Config::from_toml("[server]\nbind = \"127.0.0.1:1\"\n", None, &env).expect("valid");
+    assert_eq!(c.server.bind.to_string(), "0.0.0.0:9000");
+    assert_eq!(c.database.url, "sqlite:///var/lib/gw/gateway.db");
+    assert_eq!(c.auth.jwt_secret.as_deref(), Some("x".repeat(40).as_str()));
+    assert!(!c.rate_limits.enabled);
+
+    let mut env = HashMap::new();
+    env.insert("DATABASE_URL".to_owned(), "postgres://u@h/db".to_owned());
+    let c = Config::from_toml("", None, &env).expect("valid");
+    assert_eq!(c.database.kind, DatabaseKind::Postgres);
+
+    env.insert("GATEWAY_RATE_LIMITS".to_owned(), "maybe".to_owned());
+    let e = Config::from_toml("", None, &env)
+        .expect_err("invalid")
+        .to_string();
+    assert_eq!(
+        e,
+        "environment: GATEWAY_RATE_LIMITS: expected `on` or `off`, got \"maybe\""
+    );
+}
+
+#[test]
+fn partial_limit_tables_keep_other_defaults() {
+    let c = parse("[rate_limits.chat]\nper_minute = 5\n").expect("valid");
+    assert_eq!(
+        c.rate_limits.chat,
+        Limits {
+            per_minute: 5,
+            per_hour: 1000,
+            org_per_minute: 0
+        }
+    );
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    assert_eq!(
+        error("[server]\nbnd = \"x\"\n"),
+        "gw.toml:2:1: server.bnd: unknown key, expected one of `bind`, `request_timeout_secs`, \
+         `shutdown_timeout_secs`, `max_body_bytes`"
+    );
+    let e = error("colour = 1\n");
+    assert!(
+        e.starts_with("gw.toml:1:1: colour: unknown key, expected one of `server`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_type_names_key_and_expectation() {
+    let e = error("[server]\nrequest_timeout_secs = \"soon\"\n");
+    assert!(
+        e.starts_with(
+            "gw.toml:2:24: server.request_timeout_secs: invalid type: string \"soon\", expected"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    let e = error("[rate_limits]\nenabled = \"yes\"\n");
+    assert!(
+        e.contains("rate_limits.enabled: invalid type: string \"yes\", expected a boolean"),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_values_are_explained() {
+    assert_eq!(
+        error("[server]\nbind = \"localhost\"\n"),
+        "gw.toml: server.bind: expected an address and port such as 127.0.0.1:8080, got \"localhost\""
+    );
+    assert_eq!(
+        error("[database]\nurl = \"mysql://x\"\n"),
+        "gw.toml: database.url: expected a URL starting with sqlite:// or postgres://"
+    );
+    assert_eq!(
+        error("[auth]\njwt_secret = \"short\"\n"),
+        "gw.toml: auth.jwt_secret: expected at least 32 characters (or leave it unset to generate one)"
+    );
+    assert_eq!(
+        error("[log]\nformat = \"xml\"\n"),
+        "gw.toml: log.format: expected `text` or `json`, got \"xml\""
+    );
+    assert_eq!(
+        error("[database]\nmax_connections = 0\n"),
+        "gw.toml: database.max_connections: expected a number greater than 0"
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let e = error("[server\nbind = 1\n");
+    assert!(e.starts_with("gw.toml:1:"), "{e}");
+    assert!(e.contains("invalid TOML"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn missing_explicit_file_is_an_error() {
+    let e = Config::load(Some(Path::new("/nonexistent/gw.toml")), &HashMap::new())
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/gw.toml: cannot read the config file:"),
+        "{e}"
+    );
+}

@@ -1,0 +1,133 @@
+//! Storage: sqlx over SQLite (the embedded default) or PostgreSQL.
+//!
+//! [`Db`] holds one pool of either kind. Queries are written once in the SQL
+//! both databases accept (`$1` placeholders, `RETURNING`) and run through the
+//! [`on_db!`] macro, which type-checks the same expression against each
+//! driver. Schema differences live only in `migrations/sqlite` and
+//! `migrations/postgres`.
+
+mod identity;
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::{DatabaseConfig, DatabaseKind};
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// A connection pool on one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value is already taken; the string names which.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Db {
+    /// Connects with the settings of `config`. SQLite gets WAL, foreign keys,
+    /// a busy timeout and `synchronous = NORMAL` (durable across process
+    /// crashes; WAL makes it safe against corruption on power loss).
+    pub async fn connect(config: &DatabaseConfig) -> Result<Db, StoreError> {
+        match config.kind {
+            DatabaseKind::Sqlite => {
+                let options = SqliteConnectOptions::from_str(&config.url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(config.busy_timeout);
+                if let Some(parent) = options.get_filename().parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| sqlx::Error::Io(e))?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .connect_with(options)
+                    .await?;
+                Ok(Db::Sqlite(pool))
+            }
+            DatabaseKind::Postgres => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .acquire_timeout(config.busy_timeout.max(std::time::Duration::from_secs(1)))
+                    .connect(&config.url)
+                    .await?;
+                Ok(Db::Postgres(pool))
+            }
+        }
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        match self {
+            Db::Sqlite(_) => DatabaseKind::Sqlite,
+            Db::Postgres(_) => DatabaseKind::Postgres,
+        }
+    }
+
+    /// Applies pending migrations. Safe to run from several nodes at once on
+    /// PostgreSQL (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Pool size and idle connections, for metrics.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        on_db!(self, pool => (pool.size(), pool.num_idle()))
+    }
+
+    /// Waits for connections to be returned and closes them.
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await);
+    }
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`], naming the
+/// first of `fields` that the constraint's name or message mentions.
+fn conflict_or(err: sqlx::Error, fields: &[&'static str]) -> StoreError {
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        let text = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+        let field = fields
+            .iter()
+            .find(|f| text.contains(*f))
+            .copied()
+            .unwrap_or("value");
+        return StoreError::Conflict(field);
+    }
+    StoreError::Database(err)
+}

@@ -1,0 +1,258 @@
+//! Organizations, users and API keys.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, StoreError, conflict_or, on_db};
+use crate::domain::identity::DEFAULT_ORG_SLUG;
+use crate::domain::{ApiKey, NewUser, Organization, Role, User};
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    id: i64,
+    slug: String,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<OrgRow> for Organization {
+    fn from(r: OrgRow) -> Self {
+        Organization {
+            id: r.id,
+            slug: r.slug,
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    org_id: i64,
+    username: Option<String>,
+    email: String,
+    full_name: Option<String>,
+    password_hash: String,
+    role: String,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_login_at: Option<DateTime<Utc>>,
+}
+
+impl UserRow {
+    fn into_user(self) -> (User, String) {
+        let user = User {
+            id: self.id,
+            org_id: self.org_id,
+            username: self.username,
+            email: self.email,
+            full_name: self.full_name,
+            // The CHECK constraint admits only user roles.
+            role: Role::parse_user_role(&self.role).unwrap_or(Role::Customer),
+            is_active: self.is_active,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            last_login_at: self.last_login_at,
+        };
+        (user, self.password_hash)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    id: i64,
+    org_id: i64,
+    name: String,
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRow> for ApiKey {
+    fn from(r: ApiKeyRow) -> Self {
+        ApiKey {
+            id: r.id,
+            org_id: r.org_id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+const USER_COLUMNS: &str = "id, org_id, username, email, full_name, password_hash, role, is_active, \
+                            created_at, updated_at, last_login_at";
+const API_KEY_COLUMNS: &str = "id, org_id, name, prefix, created_at, last_used_at, revoked_at";
+
+impl Db {
+    /// Returns the organization with `slug`, creating it (named `name`) if
+    /// it does not exist. Concurrent callers get the same row.
+    pub async fn ensure_org(&self, slug: &str, name: &str) -> Result<Organization, StoreError> {
+        let now = Utc::now();
+        on_db!(self, pool => {
+            sqlx::query("INSERT INTO organizations (slug, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING")
+                .bind(slug)
+                .bind(name)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            let row: OrgRow = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE slug = $1")
+                .bind(slug)
+                .fetch_one(pool)
+                .await?;
+            Ok(row.into())
+        })
+    }
+
+    /// The organization every first start creates, for self-registered users.
+    pub async fn ensure_default_org(&self) -> Result<Organization, StoreError> {
+        self.ensure_org(DEFAULT_ORG_SLUG, "Default organization")
+            .await
+    }
+
+    pub async fn org_by_slug(&self, slug: &str) -> Result<Option<Organization>, StoreError> {
+        let row: Option<OrgRow> = on_db!(self, pool => {
+            sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE slug = $1")
+                .bind(slug)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Inserts a user. A taken username or email is [`StoreError::Conflict`]
+    /// naming `"username"` or `"email"`.
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        let now = Utc::now();
+        let sql = format!(
+            "INSERT INTO users (org_id, username, email, full_name, password_hash, role, is_active, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, $7) RETURNING {USER_COLUMNS}"
+        );
+        let row: UserRow = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(new.org_id)
+                .bind(new.username.as_deref())
+                .bind(new.email.to_lowercase())
+                .bind(new.full_name.as_deref())
+                .bind(&new.password_hash)
+                .bind(new.role.as_str())
+                .bind(now)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(|e| conflict_or(e, &["username", "email"]))?;
+        Ok(row.into_user().0)
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row: Option<UserRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+        })?;
+        Ok(row.map(|r| r.into_user().0))
+    }
+
+    /// Finds a user by username (any case) or email, with the password hash.
+    pub async fn user_for_login(&self, login: &str) -> Result<Option<(User, String)>, StoreError> {
+        let key = login.to_lowercase();
+        let sql = if key.contains('@') {
+            format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1")
+        } else {
+            format!("SELECT {USER_COLUMNS} FROM users WHERE lower(username) = $1")
+        };
+        let row: Option<UserRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql).bind(&key).fetch_optional(pool).await
+        })?;
+        Ok(row.map(UserRow::into_user))
+    }
+
+    pub async fn record_login(&self, user_id: i64) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_db!(self, pool => {
+            sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(user_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    pub async fn create_api_key(
+        &self,
+        org_id: i64,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<ApiKey, StoreError> {
+        let now = Utc::now();
+        let sql = format!(
+            "INSERT INTO api_keys (org_id, name, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING {API_KEY_COLUMNS}"
+        );
+        let row: ApiKeyRow = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(name)
+                .bind(prefix)
+                .bind(key_hash)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(|e| conflict_or(e, &["key_hash"]))?;
+        Ok(row.into())
+    }
+
+    /// The live (not revoked) key whose hash is `key_hash`.
+    pub async fn active_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let sql = format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+        );
+        let row: Option<ApiKeyRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql).bind(key_hash).fetch_optional(pool).await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    pub async fn api_keys(&self, org_id: i64) -> Result<Vec<ApiKey>, StoreError> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY id");
+        let rows: Vec<ApiKeyRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql).bind(org_id).fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn touch_api_key(&self, id: i64) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_db!(self, pool => {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Revokes key `id` of `org_id`; returns whether a live key was revoked.
+    pub async fn revoke_api_key(&self, org_id: i64, id: i64) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let done = on_db!(self, pool => {
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .bind(org_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+}
