@@ -60,8 +60,14 @@ async fn not_found() -> error::ApiError {
 /// The whole application: routes and the layers around them.
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
+    with_layers(router.fallback(not_found), state)
+}
+
+/// Wraps `router` in the layers every request passes through (outermost
+/// first): request id and span, metrics, body limit, error shaping,
+/// timeout, authentication and rate limits, panic guard.
+pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
-        .fallback(not_found)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(
             state.clone(),

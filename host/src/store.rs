@@ -62,7 +62,7 @@ impl Db {
                 if let Some(parent) = options.get_filename().parent()
                     && !parent.as_os_str().is_empty()
                 {
-                    std::fs::create_dir_all(parent).map_err(|e| sqlx::Error::Io(e))?;
+                    std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
                 }
                 let pool = SqlitePoolOptions::new()
                     .max_connections(config.max_connections)

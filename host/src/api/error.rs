@@ -81,8 +81,13 @@ impl ErrorCode {
 }
 
 /// An error answer. Build it with the constructors; render it by returning it.
+/// Boxed so that `Result<T, ApiError>` stays small on the happy path.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorParts>);
+
+/// The parts of an [`ApiError`], reachable through `Deref`.
+#[derive(Debug, Clone)]
+pub struct ErrorParts {
     pub code: ErrorCode,
     pub message: String,
     /// Free-form details for 000/003 (never internals).
@@ -95,16 +100,30 @@ pub struct ApiError {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+impl std::ops::Deref for ApiError {
+    type Target = ErrorParts;
+
+    fn deref(&self) -> &ErrorParts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ErrorParts {
+        &mut self.0
+    }
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ErrorParts {
             code,
             message: message.into(),
             details: None,
             fields: Vec::new(),
             reset_at: None,
             headers: Vec::new(),
-        }
+        }))
     }
 
     /// 401 with `WWW-Authenticate: Bearer`.

@@ -199,13 +199,13 @@ mod tests {
     #[test]
     fn counts_down_then_refuses_then_resets() {
         let limiter = RateLimiter::new();
-        let now = 1_000_020; // 20 s into a minute
+        let now = 1_000_040; // 20 s into a minute
         let r = rules(3, 0, 0);
         for remaining in [2, 1, 0] {
             let d = limiter.check("t", &r, now).expect("rule");
             assert!(d.allowed);
             assert_eq!(d.remaining, remaining);
-            assert_eq!(d.reset, 1_000_020 - 1_000_020 % 60 + 60);
+            assert_eq!(d.reset, 1_000_080);
         }
         let d = limiter.check("t", &r, now).expect("rule");
         assert!(!d.allowed);

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `gateway` binary, real databases, real HTTP.
+//! See tests/README.md for the tiers and how PostgreSQL is included.
+
+mod common;
+
+mod auth;
+mod cli;
+mod config_errors;
+mod errors;
+mod jwt;
+mod rate_limits;
+mod service;

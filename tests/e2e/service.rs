@@ -1,0 +1,156 @@
+//! Health, metrics, the OpenAPI document, and graceful shutdown.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{Gateway, databases};
+
+#[tokio::test]
+async fn health_names_its_dependencies() {
+    for db in databases() {
+        let gw = Gateway::start(db).await;
+        let r = gw.http.get(gw.url("/health")).send().await.expect("health");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            !r.headers().contains_key("x-ratelimit-limit"),
+            "health is not rate limited"
+        );
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["status"], "healthy", "{db:?}");
+        assert_eq!(body["dependencies"], json!({"database": "healthy"}));
+        assert!(body["version"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let gw = Gateway::start(databases()[0]).await;
+    gw.http.get(gw.url("/health")).send().await.expect("health");
+    gw.http
+        .get(gw.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .expect("me");
+    let r = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.expect("text");
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/api/v1/auth/me",status="401""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("db_pool_connections"), "{text}");
+}
+
+#[tokio::test]
+async fn openapi_describes_every_endpoint() {
+    let gw = Gateway::start(databases()[0]).await;
+    let doc: Value = gw
+        .http
+        .get(gw.url("/openapi.json"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/api/v1/auth/register", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/me", "get"),
+        ("/health", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/docs", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    let register = &doc["paths"]["/api/v1/auth/register"]["post"];
+    assert!(register["responses"]["201"].is_object());
+    assert!(register["responses"]["422"].is_object());
+    assert!(doc["components"]["schemas"]["UserResponse"]["properties"]["is_admin"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    let r = gw.http.get(gw.url("/docs")).send().await.expect("docs");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    assert!(r.text().await.expect("text").contains("/openapi.json"));
+}
+
+/// SIGTERM while logins are in flight: every one of them is answered, then
+/// the process exits 0 and closes its port.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    for db in databases() {
+        let mut gw = Gateway::start_with(
+            crate::common::Options::new(db).toml("[auth]\nhash_concurrency = 1"),
+        )
+        .await;
+        gw.register_and_login("kate").await;
+        let logins: Vec<_> = (0..4)
+            .map(|_| {
+                let req = gw
+                    .http
+                    .post(gw.url("/api/v1/auth/login"))
+                    .json(&json!({"username": "kate", "password": "correct horse battery"}));
+                tokio::spawn(async move {
+                    req.send()
+                        .await
+                        .map(|r| (r.status(), std::time::Instant::now()))
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        gw.terminate();
+        let terminated = std::time::Instant::now();
+        let mut answered_after_signal = 0;
+        for login in logins {
+            let (status, at) = login
+                .await
+                .expect("task")
+                .expect("in-flight request answered");
+            assert_eq!(status, StatusCode::OK, "{db:?}");
+            answered_after_signal += usize::from(at > terminated);
+        }
+        // Hashes run one at a time, so some logins were still queued.
+        assert!(
+            answered_after_signal > 0,
+            "no login was in flight at SIGTERM"
+        );
+        let code = gw.wait_exit(Duration::from_secs(20));
+        assert_eq!(code, Some(0), "{db:?}: clean exit\n{}", gw.log());
+        assert!(gw.log().contains("shutdown complete"), "{}", gw.log());
+        assert!(
+            gw.http.get(gw.url("/health")).send().await.is_err(),
+            "port closed after exit"
+        );
+    }
+}
