@@ -12,75 +12,99 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::config::AuthConfig;
 use crate::domain::{Principal, PrincipalKind, Role, User};
 
-/// Hashes and verifies passwords off the async workers, at most
-/// `concurrency` at a time, so a burst of logins queues instead of taking
-/// every core from the requests that do not hash.
+/// Hashes and verifies passwords on `concurrency` dedicated threads, so a
+/// burst of logins queues there instead of taking every core from the
+/// requests that do not hash. Fixed threads (rather than tokio's blocking
+/// pool) also bound memory: each Argon2id hash needs 19 MiB, which the
+/// allocator keeps per thread.
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// Verified against when a login names no user, so that the answer takes
     /// as long as for a real user with a wrong password.
     dummy_hash: Arc<str>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("password hashing task failed")]
-    Join,
+    #[error("the password hashing threads are gone")]
+    Stopped,
 }
+
+/// Jobs waiting beyond this make callers wait to enqueue (backpressure).
+const QUEUE: usize = 1024;
 
 impl Passwords {
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let dummy = hash_now("not a password of anyone's")?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash: dummy.into(),
-        })
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..concurrency.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // every sender dropped
+                        }
+                    }
+                })
+                .map_err(|e| PasswordError::Hash(format!("cannot start a hashing thread: {e}")))?;
+        }
+        Ok(Self { jobs, dummy_hash: dummy.into() })
+    }
+
+    /// Runs `work` on a hashing thread and waits for its answer.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        let jobs = self.jobs.clone();
+        // A full queue blocks the sender; do that off the async workers.
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|_| PasswordError::Stopped)?
+                    .map_err(|_| PasswordError::Stopped)?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(PasswordError::Stopped),
+        }
+        rx.await.map_err(|_| PasswordError::Stopped)
     }
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Join)?;
-        tokio::task::spawn_blocking(move || hash_now(&password))
-            .await
-            .map_err(|_| PasswordError::Join)?
+        self.run(move || hash_now(&password)).await?
     }
 
     /// Checks `password` against `hash`; with `None`, checks against a dummy
     /// hash and answers `false`, taking the same time.
-    pub async fn verify(
-        &self,
-        password: String,
-        hash: Option<String>,
-    ) -> Result<bool, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Join)?;
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, PasswordError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|_| PasswordError::Join)?;
+        let ok = self
+            .run(move || {
+                PasswordHash::new(&hash)
+                    .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                    .unwrap_or(false)
+            })
+            .await?;
         Ok(ok && known)
     }
 }

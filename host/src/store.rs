@@ -7,8 +7,10 @@
 //! `migrations/postgres`.
 
 mod identity;
+mod sqlite_reader;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -20,17 +22,24 @@ use crate::config::{DatabaseConfig, DatabaseKind};
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
-            $crate::store::Db::Postgres($pool) => $body,
+        match &$db.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use on_db;
 
-/// A connection pool on one of the two supported databases.
+/// The database: a sqlx pool of either kind and, on SQLite, the fast
+/// point-read path of [`sqlite_reader`].
 #[derive(Clone, Debug)]
-pub enum Db {
+pub struct Db {
+    pool: Pool,
+    reader: Option<Arc<sqlite_reader::SqliteReader>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -44,6 +53,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl Db {
@@ -59,7 +70,8 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(config.busy_timeout);
-                if let Some(parent) = options.get_filename().parent()
+                let file = options.get_filename().to_path_buf();
+                if let Some(parent) = file.parent()
                     && !parent.as_os_str().is_empty()
                 {
                     std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
@@ -68,7 +80,11 @@ impl Db {
                     .max_connections(config.max_connections)
                     .connect_with(options)
                     .await?;
-                Ok(Db::Sqlite(pool))
+                // An in-memory database is private to its connection: no side reader.
+                let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+                let reader = (!in_memory)
+                    .then(|| Arc::new(sqlite_reader::SqliteReader::new(file, config.busy_timeout)));
+                Ok(Db { pool: Pool::Sqlite(pool), reader })
             }
             DatabaseKind::Postgres => {
                 let pool = PgPoolOptions::new()
@@ -76,24 +92,24 @@ impl Db {
                     .acquire_timeout(config.busy_timeout.max(std::time::Duration::from_secs(1)))
                     .connect(&config.url)
                     .await?;
-                Ok(Db::Postgres(pool))
+                Ok(Db { pool: Pool::Postgres(pool), reader: None })
             }
         }
     }
 
     pub fn kind(&self) -> DatabaseKind {
-        match self {
-            Db::Sqlite(_) => DatabaseKind::Sqlite,
-            Db::Postgres(_) => DatabaseKind::Postgres,
+        match self.pool {
+            Pool::Sqlite(_) => DatabaseKind::Sqlite,
+            Pool::Postgres(_) => DatabaseKind::Postgres,
         }
     }
 
     /// Applies pending migrations. Safe to run from several nodes at once on
     /// PostgreSQL (sqlx takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
-            Db::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
         }
         Ok(())
     }

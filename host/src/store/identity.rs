@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::sqlite_reader::{optional_timestamp, timestamp};
 use super::{Db, StoreError, conflict_or, on_db};
 use crate::domain::identity::DEFAULT_ORG_SLUG;
 use crate::domain::{ApiKey, NewUser, Organization, Role, User};
@@ -84,6 +85,36 @@ impl From<ApiKeyRow> for ApiKey {
     }
 }
 
+/// A [`UserRow`] from the fast SQLite reader (columns in `USER_COLUMNS` order).
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        username: r.get(2)?,
+        email: r.get(3)?,
+        full_name: r.get(4)?,
+        password_hash: r.get(5)?,
+        role: r.get(6)?,
+        is_active: r.get(7)?,
+        created_at: timestamp(r, 8)?,
+        updated_at: timestamp(r, 9)?,
+        last_login_at: optional_timestamp(r, 10)?,
+    })
+}
+
+/// An [`ApiKeyRow`] from the fast SQLite reader (columns in `API_KEY_COLUMNS` order).
+fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        created_at: timestamp(r, 4)?,
+        last_used_at: optional_timestamp(r, 5)?,
+        revoked_at: optional_timestamp(r, 6)?,
+    })
+}
+
 const USER_COLUMNS: &str = "id, org_id, username, email, full_name, password_hash, role, is_active, \
                             created_at, updated_at, last_login_at";
 const API_KEY_COLUMNS: &str = "id, org_id, name, prefix, created_at, last_used_at, revoked_at";
@@ -150,6 +181,14 @@ impl Db {
 
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        if let Some(reader) = &self.reader {
+            let row = reader.read(|conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query([id])?;
+                rows.next()?.map(user_row).transpose()
+            })?;
+            return Ok(row.map(|r| r.into_user().0));
+        }
         let row: Option<UserRow> = on_db!(self, pool => {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
         })?;
@@ -214,6 +253,14 @@ impl Db {
         let sql = format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
         );
+        if let Some(reader) = &self.reader {
+            let row = reader.read(|conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query([key_hash])?;
+                rows.next()?.map(api_key_row).transpose()
+            })?;
+            return Ok(row.map(Into::into));
+        }
         let row: Option<ApiKeyRow> = on_db!(self, pool => {
             sqlx::query_as(&sql).bind(key_hash).fetch_optional(pool).await
         })?;
