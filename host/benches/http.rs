@@ -414,7 +414,15 @@ async fn run(args: Args) {
     };
     let me = load(me_target.clone(), c, s).await;
     // The same layers without the handler's read: an authenticated 404.
-    let layers_only = load(Target { path: "/api/v1/auth/none".into(), ..me_target.clone() }, c, s).await;
+    let layers_only = load(
+        Target {
+            path: "/api/v1/auth/none".into(),
+            ..me_target.clone()
+        },
+        c,
+        s,
+    )
+    .await;
     let login_target = Target {
         addr: gateway.addr.clone(),
         method: hyper::Method::POST,
@@ -436,10 +444,22 @@ async fn run(args: Args) {
     let rows = [
         ("plain axum JSON handler (baseline)", &plain, None),
         ("GET /api/v1/auth/me (JWT + rate limit + read)", &me, base),
-        ("GET /api/v1/auth/none (same layers, no read: 404)", &layers_only, base),
-        ("POST /api/v1/auth/login (Argon2id), 8 connections", &login, base),
+        (
+            "GET /api/v1/auth/none (same layers, no read: 404)",
+            &layers_only,
+            base,
+        ),
+        (
+            "POST /api/v1/auth/login (Argon2id), 8 connections",
+            &login,
+            base,
+        ),
         ("GET /api/v1/auth/me during a login burst", &me_during, base),
-        ("POST /api/v1/auth/login, the burst (16 connections)", &login_during, base),
+        (
+            "POST /api/v1/auth/login, the burst (16 connections)",
+            &login_during,
+            base,
+        ),
     ];
     for (name, outcome, baseline) in rows {
         println!("{}", row(name, outcome, baseline));

@@ -15,7 +15,7 @@ pub mod rate_limit;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -64,8 +64,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Wraps `router` in the layers every request passes through (outermost
-/// first): request id and span, metrics, body limit, error shaping,
-/// timeout, authentication and rate limits, panic guard.
+/// first): the frame (request id and span, metrics, error shaping,
+/// timeout), the body limit, authentication and rate limits, panic guard.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .layer(CatchPanicLayer::custom(middleware::panic_response))
@@ -73,10 +73,7 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
             state.clone(),
             middleware::authenticate_and_limit,
         ))
-        .layer(from_fn_with_state(state.clone(), middleware::timeout))
-        .layer(from_fn(middleware::shape_errors))
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(from_fn(middleware::metrics))
-        .layer(from_fn(middleware::request_id))
+        .layer(from_fn_with_state(state.clone(), middleware::frame))
         .with_state(state)
 }

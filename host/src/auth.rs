@@ -65,11 +65,17 @@ impl Passwords {
                 })
                 .map_err(|e| PasswordError::Hash(format!("cannot start a hashing thread: {e}")))?;
         }
-        Ok(Self { jobs, dummy_hash: dummy.into() })
+        Ok(Self {
+            jobs,
+            dummy_hash: dummy.into(),
+        })
     }
 
     /// Runs `work` on a hashing thread and waits for its answer.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(work());
@@ -84,7 +90,9 @@ impl Passwords {
                     .map_err(|_| PasswordError::Stopped)?
                     .map_err(|_| PasswordError::Stopped)?;
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(PasswordError::Stopped),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(PasswordError::Stopped);
+            }
         }
         rx.await.map_err(|_| PasswordError::Stopped)
     }
@@ -95,13 +103,21 @@ impl Passwords {
 
     /// Checks `password` against `hash`; with `None`, checks against a dummy
     /// hash and answers `false`, taking the same time.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, PasswordError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
         let ok = self
             .run(move || {
                 PasswordHash::new(&hash)
-                    .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                    .map(|parsed| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &parsed)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             })
             .await?;

@@ -81,10 +81,14 @@ impl Db {
                     .connect_with(options)
                     .await?;
                 // An in-memory database is private to its connection: no side reader.
-                let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+                let in_memory =
+                    file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
                 let reader = (!in_memory)
                     .then(|| Arc::new(sqlite_reader::SqliteReader::new(file, config.busy_timeout)));
-                Ok(Db { pool: Pool::Sqlite(pool), reader })
+                Ok(Db {
+                    pool: Pool::Sqlite(pool),
+                    reader,
+                })
             }
             DatabaseKind::Postgres => {
                 let pool = PgPoolOptions::new()
@@ -92,7 +96,10 @@ impl Db {
                     .acquire_timeout(config.busy_timeout.max(std::time::Duration::from_secs(1)))
                     .connect(&config.url)
                     .await?;
-                Ok(Db { pool: Pool::Postgres(pool), reader: None })
+                Ok(Db {
+                    pool: Pool::Postgres(pool),
+                    reader: None,
+                })
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The layers every request passes through, outermost first:
-//! request id and span → metrics → error shaping → timeout → authentication
+//! The layers every request passes through, outermost first: the frame
+//! (request id and span, metrics, error shaping, timeout) → authentication
 //! and rate limits → panic guard → handler.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -46,74 +46,76 @@ fn new_request_id() -> Arc<str> {
     format!("req-{bits:032x}").into()
 }
 
-/// Gives the request an id and a tracing span that carries it, and stamps
-/// the id on the response.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+/// The frame around every request, in one layer (each extra layer costs a
+/// service clone and a boxed future per request): a request id and a span
+/// carrying it, the timeout, error shaping in the path's dialect, metrics by
+/// matched route and status, and the `X-Request-Id` header.
+pub async fn frame(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
     let id = request_id_from(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
+    let dialect = Dialect::of_path(req.uri().path());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     // The path only: query strings may carry tokens.
-    let span =
-        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
-    let mut response = next.run(req).instrument(span).await;
+    let span = tracing::info_span!("request", id = %id, method = %method, path = %req.uri().path());
+    let limit = state.config.server.request_timeout;
+    let response = async {
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(timeout_s = limit.as_secs(), "request timed out");
+                ApiError::service_unavailable("The request took too long; try again")
+                    .into_response()
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let mut response = shape_error(response, dialect, &id);
+
+    let status = response.status();
+    let elapsed = started.elapsed().as_secs_f64();
+    let method = method.as_str().to_owned();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_str().to_owned())
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed);
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed * 1000.0,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed * 1000.0,
+                "request done"
+            );
+        }
+    });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
 }
 
-/// Counts requests by route and status and times them.
-pub async fn metrics(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(elapsed);
-    let status = response.status();
-    if status.is_server_error() {
-        tracing::warn!(
-            status = status.as_u16(),
-            elapsed_ms = elapsed * 1000.0,
-            "request failed"
-        );
-    } else {
-        tracing::debug!(
-            status = status.as_u16(),
-            elapsed_ms = elapsed * 1000.0,
-            "request done"
-        );
-    }
-    response
-}
-
-/// Renders pending [`ApiError`]s in the dialect of the request's path, and
-/// turns axum's bare 404/405 answers into proper errors.
-pub async fn shape_errors(req: Request, next: Next) -> Response {
-    let dialect = Dialect::of_path(req.uri().path());
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(|| Arc::from("unknown"), |r| r.0.clone());
-    let response = next.run(req).await;
-    let pending = response
-        .extensions()
-        .get::<PendingError>()
-        .map(|p| p.0.clone());
-    let error = match pending {
-        Some(error) => error,
+/// Renders a pending [`ApiError`] in `dialect`, and turns axum's bare 405
+/// into a proper error; other responses pass unchanged.
+fn shape_error(response: Response, dialect: Dialect, request_id: &str) -> Response {
+    let error = match response.extensions().get::<PendingError>() {
+        Some(pending) => pending.0.clone(),
         None if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => {
             ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed")
         }
         None => return response,
     };
-    let mut rendered = error.render(dialect, &request_id);
+    let mut rendered = error.render(dialect, request_id);
     // Keep headers set by inner layers (rate-limit headers, Allow).
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -124,18 +126,6 @@ pub async fn shape_errors(req: Request, next: Next) -> Response {
         }
     }
     rendered
-}
-
-/// Answers 503 when a request takes longer than `server.request_timeout`.
-pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = state.config.server.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(timeout_s = limit.as_secs(), "request timed out");
-            ApiError::service_unavailable("The request took too long; try again").into_response()
-        }
-    }
 }
 
 /// What the request's credentials proved.

@@ -49,7 +49,10 @@ impl SqliteReader {
     }
 
     /// Runs `f` on an idle connection (opening one if none is idle).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match conn {
             Some(conn) => conn,
@@ -71,7 +74,10 @@ pub fn timestamp(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<DateTi
     parse_timestamp(&text, idx)
 }
 
-pub fn optional_timestamp(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub fn optional_timestamp(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<Option<DateTime<Utc>>> {
     let text: Option<String> = row.get(idx)?;
     text.map(|t| parse_timestamp(&t, idx)).transpose()
 }
@@ -80,7 +86,9 @@ fn parse_timestamp(text: &str, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z"))
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 #[cfg(test)]
