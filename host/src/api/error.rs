@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::dialect::Dialect;
+use super::rate_limit::{Decision, unix_now};
 use crate::domain::{DomainError, FieldError};
 use crate::store::StoreError;
 
@@ -170,6 +171,19 @@ impl ApiError {
     /// cause before returning this.
     pub fn internal() -> Self {
         Self::new(ErrorCode::ServerError, "Internal server error")
+    }
+
+    /// A 429 for a refused rate-limit `decision`, with `Retry-After` and the
+    /// reset time; `what` begins the message.
+    pub fn rate_limited(decision: &Decision, what: &str) -> Self {
+        let retry = decision.retry_after(unix_now());
+        let mut error = Self::new(
+            ErrorCode::RateLimitExceeded,
+            format!("{what}; try again in {retry} s"),
+        )
+        .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(retry));
+        error.reset_at = i64::try_from(decision.reset).ok();
+        error
     }
 
     pub fn with_details(mut self, details: Value) -> Self {

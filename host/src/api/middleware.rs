@@ -189,19 +189,11 @@ pub async fn authenticate_and_limit(
     };
 
     let mut response = match decision {
-        Some(d) if !d.allowed => {
-            let retry = d.retry_after(unix_now());
-            let mut error = ApiError::new(
-                ErrorCode::RateLimitExceeded,
-                format!(
-                    "Rate limit exceeded: {} requests per window; try again in {retry} s",
-                    d.limit
-                ),
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from(retry));
-            error.reset_at = i64::try_from(d.reset).ok();
-            error.into_response()
-        }
+        Some(d) if !d.allowed => ApiError::rate_limited(
+            &d,
+            &format!("Rate limit exceeded: {} requests per window", d.limit),
+        )
+        .into_response(),
         _ => next.run(req).await,
     };
     if let Some(d) = decision {

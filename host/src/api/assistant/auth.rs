@@ -3,13 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::{HeaderValue, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::error::{ApiError, ErrorCode};
+use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::api::middleware::ClientIp;
 use crate::api::openapi::{DetailError, ValidationErrorList};
@@ -208,14 +207,7 @@ async fn login(
         if let Some(d) = state.limiter.check("login", &rules, unix_now())
             && !d.allowed
         {
-            let retry = d.retry_after(unix_now());
-            let mut error = ApiError::new(
-                ErrorCode::RateLimitExceeded,
-                format!("Too many login attempts; try again in {retry} s"),
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from(retry));
-            error.reset_at = i64::try_from(d.reset).ok();
-            return Err(error);
+            return Err(ApiError::rate_limited(&d, "Too many login attempts"));
         }
     }
 
