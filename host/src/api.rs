@@ -64,16 +64,18 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Wraps `router` in the layers every request passes through (outermost
-/// first): the frame (request id and span, metrics, error shaping,
-/// timeout), the body limit, authentication and rate limits, panic guard.
+/// first): the frame (request id and span, timeout, error shaping,
+/// metrics), the panic guard, the body limit, authentication and rate
+/// limits. The panic guard sits just inside the frame so that a panic
+/// anywhere below still gets a shaped 500 with a request id.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(
             state.clone(),
             middleware::authenticate_and_limit,
         ))
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(state.clone(), middleware::frame))
         .with_state(state)
 }

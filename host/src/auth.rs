@@ -37,10 +37,13 @@ pub enum PasswordError {
     Hash(String),
     #[error("the password hashing threads are gone")]
     Stopped,
+    #[error("too many password checks are waiting")]
+    Busy,
 }
 
-/// Jobs waiting beyond this make callers wait to enqueue (backpressure).
-const QUEUE: usize = 1024;
+/// Jobs waiting beyond this are refused (503): at about 14 ms a hash, 256
+/// queued jobs are already seconds of work per hashing thread.
+const QUEUE: usize = 256;
 
 impl Passwords {
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
@@ -71,25 +74,23 @@ impl Passwords {
         })
     }
 
-    /// Runs `work` on a hashing thread and waits for its answer.
+    /// Runs `work` on a hashing thread and waits for its answer. A job whose
+    /// caller has gone (timed out, disconnected) is skipped, and a full
+    /// queue is refused rather than waited on, so a flood of logins cannot
+    /// pile up work that nobody will read.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(work());
-        });
-        let jobs = self.jobs.clone();
-        // A full queue blocks the sender; do that off the async workers.
-        match jobs.try_send(job) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                tokio::task::spawn_blocking(move || jobs.send(job))
-                    .await
-                    .map_err(|_| PasswordError::Stopped)?
-                    .map_err(|_| PasswordError::Stopped)?;
+            if !tx.is_closed() {
+                let _ = tx.send(work());
             }
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => return Err(PasswordError::Busy),
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
                 return Err(PasswordError::Stopped);
             }
@@ -219,13 +220,17 @@ impl Tokens {
     }
 }
 
-/// Reads the JWT secret from config, or from `<data_dir>/jwt_secret`,
-/// generating that file (mode 0600) on first start.
-pub fn load_or_create_secret(config: &AuthConfig, path: &Path) -> anyhow::Result<Vec<u8>> {
+/// A fresh signing secret: 48 random bytes, hex-encoded.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Reads the secret kept at `path`, generating the file (mode 0600) on
+/// first start.
+pub fn load_or_create_secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context as _;
-    if let Some(secret) = &config.jwt_secret {
-        return Ok(secret.as_bytes().to_vec());
-    }
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().len() >= 32 => return Ok(text.trim().as_bytes().to_vec()),
         Ok(_) => anyhow::bail!(
@@ -238,9 +243,7 @@ pub fn load_or_create_secret(config: &AuthConfig, path: &Path) -> anyhow::Result
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut bytes = [0u8; 48];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = hex::encode(bytes);
+    let secret = generate_secret();
     write_private(path, &secret).with_context(|| format!("writing {}", path.display()))?;
     Ok(secret.into_bytes())
 }

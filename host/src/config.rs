@@ -69,6 +69,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
+    /// Peers whose `X-Forwarded-For` names the client; others are the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest a request may take before it is answered with 503.
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight requests before giving up.

@@ -10,3 +10,4 @@ mod errors;
 mod jwt;
 mod rate_limits;
 mod service;
+mod store;

@@ -1,7 +1,7 @@
 //! One error type for every endpoint, rendered in each dialect's shape.
 //!
 //! Handlers return [`ApiError`]. Its `IntoResponse` produces a bare response
-//! that carries the error in its extensions; the `shape_errors` middleware
+//! that carries the error in its extensions; the `frame` middleware
 //! (see `api::middleware`) knows the request's dialect and request id and
 //! writes the documented body. That keeps handlers free of dialect details
 //! and makes rejections, fallbacks, timeouts and panics look the same as
@@ -173,8 +173,9 @@ impl ApiError {
         Self::new(ErrorCode::ServerError, "Internal server error")
     }
 
-    /// A 429 for a refused rate-limit `decision`, with `Retry-After` and the
-    /// reset time; `what` begins the message.
+    /// A 429 for a refused rate-limit `decision`, with `Retry-After`, the
+    /// refusing window's `X-RateLimit-*` headers and its reset time; `what`
+    /// begins the message.
     pub fn rate_limited(decision: &Decision, what: &str) -> Self {
         let retry = decision.retry_after(unix_now());
         let mut error = Self::new(
@@ -182,6 +183,11 @@ impl ApiError {
             format!("{what}; try again in {retry} s"),
         )
         .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(retry));
+        let mut headers = axum::http::HeaderMap::new();
+        decision.write_headers(&mut headers);
+        for (name, value) in &headers {
+            error = error.with_header(name.clone(), value.clone());
+        }
         error.reset_at = i64::try_from(decision.reset).ok();
         error
     }
@@ -240,10 +246,12 @@ impl ApiError {
                     .iter()
                     .map(|f| {
                         let mut loc = vec![Value::from("body")];
-                        loc.extend(f.field.split('.').map(|part| match part.parse::<u64>() {
-                            Ok(n) => Value::from(n),
-                            Err(_) => Value::from(part),
-                        }));
+                        loc.extend(f.field.split('.').filter(|part| !part.is_empty()).map(
+                            |part| match part.parse::<u64>() {
+                                Ok(n) => Value::from(n),
+                                Err(_) => Value::from(part),
+                            },
+                        ));
                         json!({ "loc": loc, "msg": f.message, "type": f.kind })
                     })
                     .collect();
@@ -298,7 +306,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// Marks a response as an unrendered [`ApiError`] for `shape_errors`.
+/// Marks a response as an unrendered [`ApiError`] for the `frame` middleware.
 #[derive(Clone)]
 pub struct PendingError(pub ApiError);
 
@@ -324,6 +332,24 @@ impl From<StoreError> for ApiError {
                 } else {
                     ApiError::internal()
                 }
+            }
+        }
+    }
+}
+
+impl From<crate::auth::PasswordError> for ApiError {
+    fn from(err: crate::auth::PasswordError) -> Self {
+        match err {
+            crate::auth::PasswordError::Busy => {
+                ApiError::service_unavailable("Too many sign-ins at once; try again in a moment")
+                    .with_header(
+                        axum::http::header::RETRY_AFTER,
+                        HeaderValue::from_static("1"),
+                    )
+            }
+            other => {
+                tracing::error!(error = %other, "password hashing failed");
+                ApiError::internal()
             }
         }
     }

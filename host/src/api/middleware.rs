@@ -79,8 +79,19 @@ pub async fn frame(State(state): State<AppState>, mut req: Request, next: Next) 
 
     let status = response.status();
     let elapsed = started.elapsed().as_secs_f64();
-    let method = method.as_str().to_owned();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.as_str().to_owned())
+    // Only standard methods become label values: a client must not be able
+    // to mint new time series.
+    let method: &'static str = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status.as_str().to_owned())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed);
@@ -150,10 +161,11 @@ pub async fn authenticate_and_limit(
     next: Next,
 ) -> Response {
     let dialect = Dialect::of_path(req.uri().path());
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let ip = client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
     if dialect == Dialect::Gateway {
         return next.run(req).await;
@@ -180,7 +192,7 @@ pub async fn authenticate_and_limit(
                 PrincipalKind::User(id) => (Subject::User(id), Some(p.org_id)),
                 PrincipalKind::ApiKey(id) => (Subject::ApiKey(id), Some(p.org_id)),
             },
-            Authn::Anonymous | Authn::Invalid(_) => (Subject::Ip(ip), None),
+            Authn::Anonymous | Authn::Invalid(_) => (Subject::ip(ip), None),
         };
         let rules = Rule::for_limits(dialect_limits, subject, org);
         state.limiter.check(dialect.name(), &rules, unix_now())
@@ -234,6 +246,27 @@ async fn authenticate(
     Ok(Authn::Anonymous)
 }
 
+/// The client's address: the socket peer, unless the peer is a trusted
+/// proxy, in which case the right-most `X-Forwarded-For` entry that is not
+/// itself a trusted proxy (entries further left are the client's to forge).
+fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
 /// The token of an `Authorization: Bearer <token>` value (scheme in any case).
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -256,6 +289,30 @@ pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::bearer_token;
+
+    #[test]
+    fn forwarded_for_is_honoured_only_from_trusted_proxies() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().expect("header"),
+        );
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        assert_eq!(
+            super::client_ip(ip("10.0.0.1"), &headers, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            super::client_ip(ip("198.51.100.1"), &headers, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            super::client_ip(ip("10.0.0.1"), &axum::http::HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+    }
 
     #[test]
     fn bearer_parsing() {

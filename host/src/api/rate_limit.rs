@@ -29,6 +29,30 @@ pub enum Subject {
     LoginIp(IpAddr),
 }
 
+impl Subject {
+    /// An anonymous client, by address. IPv6 clients are grouped by /64,
+    /// the smallest block a single subscriber usually holds.
+    pub fn ip(ip: IpAddr) -> Subject {
+        Subject::Ip(network_of(ip))
+    }
+
+    pub fn login_ip(ip: IpAddr) -> Subject {
+        Subject::LoginIp(network_of(ip))
+    }
+}
+
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     scope: &'static str,
@@ -121,21 +145,24 @@ impl RateLimiter {
         Self::default()
     }
 
-    /// Counts one request against every rule in `scope`. `None` when there
-    /// are no rules.
+    /// Checks one request against every rule in `scope` and counts it in
+    /// all of them only if every window has room: a refused request uses up
+    /// nothing, so one client hammering its own limit cannot exhaust the
+    /// organization's window or its own hourly one. `None` when there are no
+    /// rules. (Two concurrent requests may both pass the check for the last
+    /// slot; windows are approximate by one request per racing caller.)
     pub fn check(&self, scope: &'static str, rules: &[Rule], now: u64) -> Option<Decision> {
-        let mut tightest: Option<Decision> = None;
-        let mut allowed = true;
+        let key = |rule: &Rule| Key {
+            scope,
+            subject: rule.subject.clone(),
+            period: rule.period,
+        };
+        let mut seen = Vec::with_capacity(rules.len());
         for rule in rules {
-            let key = Key {
-                scope,
-                subject: rule.subject.clone(),
-                period: rule.period,
-            };
             let period = u64::from(rule.period);
             let mut entry = self
                 .windows
-                .entry(key)
+                .entry(key(rule))
                 .or_insert(Window { reset: 0, count: 0 });
             if entry.reset <= now {
                 *entry = Window {
@@ -143,27 +170,30 @@ impl RateLimiter {
                     count: 0,
                 };
             }
-            entry.count = entry.count.saturating_add(1);
-            let decision = Decision {
-                allowed: entry.count <= rule.limit,
-                limit: rule.limit,
-                remaining: rule.limit.saturating_sub(entry.count),
-                reset: entry.reset,
-            };
-            drop(entry);
-            allowed &= decision.allowed;
-            let tighter = match &tightest {
-                None => true,
-                Some(t) => {
-                    (decision.allowed, decision.remaining, decision.reset)
-                        < (t.allowed, t.remaining, t.reset)
+            seen.push(*entry);
+        }
+        let allowed = rules
+            .iter()
+            .zip(&seen)
+            .all(|(rule, w)| w.count < rule.limit);
+        if allowed {
+            for (rule, w) in rules.iter().zip(seen.iter_mut()) {
+                if let Some(mut entry) = self.windows.get_mut(&key(rule)) {
+                    entry.count = entry.count.saturating_add(1);
+                    *w = *entry;
                 }
-            };
-            if tighter {
-                tightest = Some(decision);
             }
         }
-        tightest.map(|d| Decision { allowed, ..d })
+        rules
+            .iter()
+            .zip(&seen)
+            .map(|(rule, w)| Decision {
+                allowed,
+                limit: rule.limit,
+                remaining: rule.limit.saturating_sub(w.count),
+                reset: w.reset,
+            })
+            .min_by_key(|d| (d.remaining, d.reset))
     }
 
     /// Drops windows that have ended; run periodically.
@@ -228,6 +258,38 @@ mod tests {
             .expect("rule");
         assert!(!d.allowed);
         assert_eq!(d.limit, 2);
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(Subject::ip(a), Subject::ip(b));
+        assert_ne!(Subject::ip(a), Subject::ip(c));
+        let v4: IpAddr = "192.0.2.7".parse().expect("ip");
+        assert_eq!(Subject::ip(v4), Subject::Ip(v4));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(Subject::ip(mapped), Subject::Ip(v4));
+    }
+
+    #[test]
+    fn refused_requests_use_up_nothing() {
+        let limiter = RateLimiter::new();
+        let limits = Limits {
+            per_minute: 2,
+            per_hour: 0,
+            org_per_minute: 3,
+        };
+        let greedy = Rule::for_limits(&limits, Subject::User(1), Some(5));
+        let polite = Rule::for_limits(&limits, Subject::User(2), Some(5));
+        for _ in 0..10 {
+            limiter.check("t", &greedy, 60);
+        }
+        // The greedy user got 2 through; the organization has room for 1 more.
+        let d = limiter.check("t", &polite, 60).expect("rule");
+        assert!(d.allowed);
+        assert_eq!((d.limit, d.remaining), (3, 0));
     }
 
     #[test]

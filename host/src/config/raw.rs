@@ -30,6 +30,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     pub bind: String,
+    /// Proxies whose `X-Forwarded-For` is believed (exact addresses).
+    pub trusted_proxies: Vec<String>,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: u64,
@@ -39,6 +41,7 @@ impl Default for RawServer {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8080".into(),
+            trusted_proxies: Vec::new(),
             request_timeout_secs: 30,
             shutdown_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
@@ -252,17 +255,23 @@ impl RawConfig {
         env: &HashMap<String, String>,
     ) -> Result<Config, ConfigError> {
         let env_value = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        // Which keys the environment set, so errors name the variable.
+        let mut from_env: Vec<(&str, &str)> = Vec::new();
         if let Some(v) = env_value("GATEWAY_BIND") {
             self.server.bind = v;
+            from_env.push(("server.bind", "GATEWAY_BIND"));
         }
         if let Some(v) = env_value("GATEWAY_DATA_DIR") {
             self.storage.data_dir = v;
+            from_env.push(("storage.data_dir", "GATEWAY_DATA_DIR"));
         }
         if let Some(v) = env_value("DATABASE_URL") {
             self.database.url = v;
+            from_env.push(("database.url", "DATABASE_URL"));
         }
         if let Some(v) = env_value("GATEWAY_JWT_SECRET") {
             self.auth.jwt_secret = v;
+            from_env.push(("auth.jwt_secret", "GATEWAY_JWT_SECRET"));
         }
         if let Some(v) = env_value("GATEWAY_RATE_LIMITS") {
             self.rate_limits.enabled = match v.to_ascii_lowercase().as_str() {
@@ -279,7 +288,12 @@ impl RawConfig {
         }
         if let Some(v) = env_value("GATEWAY_LOG") {
             self.log.level = v;
+            from_env.push(("log.level", "GATEWAY_LOG"));
         }
+        let invalid = |key: &str, message: String| match from_env.iter().find(|(k, _)| *k == key) {
+            Some((_, var)) => ConfigError::new("environment", Some(var), message),
+            None => ConfigError::new(source, Some(key), message),
+        };
 
         if !self.plugins.is_empty() {
             return Err(ConfigError::new(
@@ -290,17 +304,28 @@ impl RawConfig {
         }
 
         let bind: SocketAddr = self.server.bind.parse().map_err(|_| {
-            ConfigError::new(
-                source,
-                Some("server.bind"),
+            invalid(
+                "server.bind",
                 format!(
                     "expected an address and port such as 127.0.0.1:8080, got {:?}",
                     self.server.bind
                 ),
             )
         })?;
+        let mut trusted_proxies = Vec::with_capacity(self.server.trusted_proxies.len());
+        for (i, text) in self.server.trusted_proxies.iter().enumerate() {
+            let ip = text.parse().map_err(|_| {
+                ConfigError::new(
+                    source,
+                    Some(&format!("server.trusted_proxies[{i}]")),
+                    format!("expected an IP address such as 10.0.0.1, got {text:?}"),
+                )
+            })?;
+            trusted_proxies.push(ip);
+        }
         let server = ServerConfig {
             bind,
+            trusted_proxies,
             request_timeout: Duration::from_secs(nonzero(
                 self.server.request_timeout_secs,
                 source,
@@ -316,10 +341,9 @@ impl RawConfig {
         };
 
         if self.storage.data_dir.trim().is_empty() {
-            return Err(ConfigError::new(
-                source,
-                Some("storage.data_dir"),
-                "expected a directory path, got an empty string",
+            return Err(invalid(
+                "storage.data_dir",
+                "expected a directory path, got an empty string".into(),
             ));
         }
         let data_dir = PathBuf::from(&self.storage.data_dir);
@@ -334,10 +358,9 @@ impl RawConfig {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             DatabaseKind::Postgres
         } else {
-            return Err(ConfigError::new(
-                source,
-                Some("database.url"),
-                "expected a URL starting with sqlite:// or postgres://",
+            return Err(invalid(
+                "database.url",
+                "expected a URL starting with sqlite:// or postgres://".into(),
             ));
         };
         let database = DatabaseConfig {
@@ -354,10 +377,9 @@ impl RawConfig {
         let jwt_secret = if self.auth.jwt_secret.is_empty() {
             None
         } else if self.auth.jwt_secret.len() < 32 {
-            return Err(ConfigError::new(
-                source,
-                Some("auth.jwt_secret"),
-                "expected at least 32 characters (or leave it unset to generate one)",
+            return Err(invalid(
+                "auth.jwt_secret",
+                "expected at least 32 characters (or leave it unset to generate one)".into(),
             ));
         } else {
             Some(self.auth.jwt_secret)
@@ -428,9 +450,8 @@ impl RawConfig {
             }
         };
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(ConfigError::new(
-                source,
-                Some("log.level"),
+            return Err(invalid(
+                "log.level",
                 format!(
                     "expected a level such as `info` or a filter such as `gateway=debug,info`, got {:?}",
                     self.log.level

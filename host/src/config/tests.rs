@@ -94,6 +94,30 @@ fn env_overrides_win() {
 }
 
 #[test]
+fn bad_environment_values_name_the_variable() {
+    let env: HashMap<String, String> = [("GATEWAY_BIND".to_owned(), "nonsense".to_owned())]
+        .into_iter()
+        .collect();
+    let e = Config::from_toml("", Some(Path::new("gw.toml")), &env)
+        .expect_err("invalid")
+        .to_string();
+    assert_eq!(
+        e,
+        "environment: GATEWAY_BIND: expected an address and port such as 127.0.0.1:8080, got \"nonsense\""
+    );
+}
+
+#[test]
+fn trusted_proxies_must_be_addresses() {
+    let c = parse("[server]\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\n").expect("valid");
+    assert_eq!(c.server.trusted_proxies.len(), 2);
+    assert_eq!(
+        error("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n"),
+        "gw.toml: server.trusted_proxies[0]: expected an IP address such as 10.0.0.1, got \"10.0.0.0/8\""
+    );
+}
+
+#[test]
 fn partial_limit_tables_keep_other_defaults() {
     let c = parse("[rate_limits.chat]\nper_minute = 5\n").expect("valid");
     assert_eq!(
@@ -110,8 +134,8 @@ fn partial_limit_tables_keep_other_defaults() {
 fn unknown_key_names_file_and_key() {
     assert_eq!(
         error("[server]\nbnd = \"x\"\n"),
-        "gw.toml:2:1: server.bnd: unknown key, expected one of `bind`, `request_timeout_secs`, \
-         `shutdown_timeout_secs`, `max_body_bytes`"
+        "gw.toml:2:1: server.bnd: unknown key, expected one of `bind`, `trusted_proxies`, \
+         `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`"
     );
     let e = error("colour = 1\n");
     assert!(

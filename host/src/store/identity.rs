@@ -139,6 +139,23 @@ impl Db {
         })
     }
 
+    /// Returns the setting `key`, storing `value` first if it is not set.
+    /// Concurrent callers (several nodes starting) all get the first value.
+    pub async fn ensure_setting(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        on_db!(self, pool => {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(pool)
+                .await?;
+            let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(pool)
+                .await?;
+            Ok(stored)
+        })
+    }
+
     /// The organization every first start creates, for self-registered users.
     pub async fn ensure_default_org(&self) -> Result<Organization, StoreError> {
         self.ensure_org(DEFAULT_ORG_SLUG, "Default organization")
