@@ -69,7 +69,8 @@ pub fn app(state: AppState) -> Router {
 /// limits. The panic guard sits just inside the frame so that a panic
 /// anywhere below still gets a shaped 500 with a request id.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
-    router
+    let cors = cors(&state.config.server.cors_origins);
+    let router = router
         .layer(from_fn_with_state(
             state.clone(),
             middleware::authenticate_and_limit,
@@ -77,5 +78,54 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(state.clone(), middleware::frame))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        // Around the whole router, not per route: a preflight must be
+        // answered even where the route has no OPTIONS handler.
+        Some(cors) => Router::new().fallback_service(tower::Layer::layer(&cors, router)),
+        None => router,
+    }
+}
+
+/// CORS for browser clients (the web chat widget runs on the company's own
+/// site). Outermost, so preflights are answered before authentication and
+/// every answer, errors included, carries the headers. Tokens travel in
+/// headers, never cookies, so credentials are not allowed.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderName::from_static("x-ratelimit-reset"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }

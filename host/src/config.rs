@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Peers whose `X-Forwarded-For` names the client; others are the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Origins browsers may call from (`*` for any); empty: same origin only.
+    pub cors_origins: Vec<String>,
     /// Longest a request may take before it is answered with 503.
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight requests before giving up.

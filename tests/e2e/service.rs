@@ -154,3 +154,63 @@ async fn sigterm_drains_in_flight_requests() {
         );
     }
 }
+
+/// Browsers on an allowed origin get CORS headers (preflights answered
+/// before authentication); other origins get none.
+#[tokio::test]
+async fn cors_for_configured_origins_only() {
+    let gw = Gateway::start_with(
+        crate::common::Options::new(databases()[0])
+            .toml("[server]\ncors_origins = [\"https://shop.example.com\"]"),
+    )
+    .await;
+    let preflight = gw
+        .http
+        .request(reqwest::Method::OPTIONS, gw.url("/api/v1/auth/me"))
+        .header("origin", "https://shop.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+
+    let r = gw
+        .http
+        .get(gw.url("/api/v1/auth/me"))
+        .header("origin", "https://shop.example.com")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("x-ratelimit-remaining"),
+        "{exposed}"
+    );
+
+    let r = gw
+        .http
+        .get(gw.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}

@@ -32,6 +32,8 @@ pub struct RawServer {
     pub bind: String,
     /// Proxies whose `X-Forwarded-For` is believed (exact addresses).
     pub trusted_proxies: Vec<String>,
+    /// Browser origins allowed to call the API (CORS); `["*"]` for any.
+    pub cors_origins: Vec<String>,
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: u64,
@@ -42,6 +44,7 @@ impl Default for RawServer {
         Self {
             bind: "127.0.0.1:8080".into(),
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
             request_timeout_secs: 30,
             shutdown_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
@@ -323,9 +326,25 @@ impl RawConfig {
             })?;
             trusted_proxies.push(ip);
         }
+        for (i, origin) in self.server.cors_origins.iter().enumerate() {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !valid {
+                return Err(ConfigError::new(
+                    source,
+                    Some(&format!("server.cors_origins[{i}]")),
+                    format!(
+                        "expected an origin such as https://shop.example.com (no path) or \"*\", got {origin:?}"
+                    ),
+                ));
+            }
+        }
         let server = ServerConfig {
             bind,
             trusted_proxies,
+            cors_origins: self.server.cors_origins,
             request_timeout: Duration::from_secs(nonzero(
                 self.server.request_timeout_secs,
                 source,

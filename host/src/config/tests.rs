@@ -118,6 +118,18 @@ fn trusted_proxies_must_be_addresses() {
 }
 
 #[test]
+fn cors_origins_are_checked() {
+    let c = parse("[server]\ncors_origins = [\"https://shop.example.com\"]\n").expect("valid");
+    assert_eq!(c.server.cors_origins, ["https://shop.example.com"]);
+    assert!(parse("[server]\ncors_origins = [\"*\"]\n").is_ok());
+    let e = error("[server]\ncors_origins = [\"shop.example.com/\"]\n");
+    assert!(
+        e.starts_with("gw.toml: server.cors_origins[0]: expected an origin"),
+        "{e}"
+    );
+}
+
+#[test]
 fn partial_limit_tables_keep_other_defaults() {
     let c = parse("[rate_limits.chat]\nper_minute = 5\n").expect("valid");
     assert_eq!(
@@ -135,7 +147,7 @@ fn unknown_key_names_file_and_key() {
     assert_eq!(
         error("[server]\nbnd = \"x\"\n"),
         "gw.toml:2:1: server.bnd: unknown key, expected one of `bind`, `trusted_proxies`, \
-         `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`"
+         `cors_origins`, `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`"
     );
     let e = error("colour = 1\n");
     assert!(
