@@ -149,7 +149,7 @@ pub enum Authn {
     Invalid(&'static str),
 }
 
-/// The caller's address (the socket peer; proxies are not trusted).
+/// The caller's address: the socket peer, or what a trusted proxy says.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
