@@ -8,7 +8,7 @@ mod assistant;
 pub mod dialect;
 pub mod error;
 mod extract;
-mod gateway;
+pub mod gateway;
 pub mod middleware;
 mod openapi;
 pub mod rate_limit;
@@ -82,7 +82,9 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     match cors {
         // Around the whole router, not per route: a preflight must be
         // answered even where the route has no OPTIONS handler.
-        Some(cors) => Router::new().fallback_service(tower::Layer::layer(&cors, router)),
+        Some(cors) => Router::new()
+            .fallback_service(tower::Layer::layer(&cors, router))
+            .layer(axum::middleware::from_fn(middleware::ensure_request_id)),
         None => router,
     }
 }

@@ -37,6 +37,8 @@ pub struct Inner {
     pub default_org_id: i64,
     /// The OpenAPI document, serialized once.
     pub openapi: String,
+    /// The database probe behind `/health`.
+    pub health: crate::api::gateway::HealthProbe,
     /// When each API key's `last_used_at` was last written (Unix seconds).
     key_use: DashMap<i64, u64>,
 }
@@ -77,6 +79,7 @@ impl AppState {
             metrics: telemetry::metrics_handle(),
             default_org_id: org.id,
             openapi: crate::api::openapi_document(),
+            health: Default::default(),
             key_use: DashMap::new(),
         })))
     }

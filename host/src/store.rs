@@ -80,9 +80,11 @@ impl Db {
                     .max_connections(config.max_connections)
                     .connect_with(options)
                     .await?;
-                // An in-memory database is private to its connection: no side reader.
-                let in_memory =
-                    file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+                // An in-memory database cannot be opened by a second
+                // connection: no side reader.
+                let in_memory = file.as_os_str().is_empty()
+                    || config.url.contains(":memory:")
+                    || config.url.contains("mode=memory");
                 let reader = (!in_memory)
                     .then(|| Arc::new(sqlite_reader::SqliteReader::new(file, config.busy_timeout)));
                 Ok(Db {

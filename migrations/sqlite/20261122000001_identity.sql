@@ -40,7 +40,7 @@ CREATE TABLE api_keys (
     name         TEXT NOT NULL,
     -- The first characters of the key, for listings; the key itself is never stored.
     prefix       TEXT NOT NULL,
-    -- SHA-256 of the key, hex. Keys carry 190 bits of randomness, so a fast
+    -- SHA-256 of the key, hex. Keys carry 192 bits of randomness, so a fast
     -- hash is enough and keeps the per-request lookup a single index probe.
     key_hash     TEXT NOT NULL UNIQUE,
     created_at   TEXT NOT NULL,

@@ -174,6 +174,10 @@ async fn cors_for_configured_origins_only() {
         .await
         .expect("preflight");
     assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        preflight.headers().contains_key("x-request-id"),
+        "every response carries a request id"
+    );
     assert_eq!(
         preflight.headers()["access-control-allow-origin"],
         "https://shop.example.com"

@@ -324,10 +324,14 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             other => {
                 tracing::error!(error = %other, "storage failure");
-                if matches!(
+                let busy = matches!(
                     &other,
                     StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-                ) {
+                ) || matches!(
+                    &other,
+                    StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                );
+                if busy {
                     ApiError::service_unavailable("The database is unavailable; try again shortly")
                 } else {
                     ApiError::internal()

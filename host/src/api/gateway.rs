@@ -40,18 +40,7 @@ pub struct Health {
 )]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut dependencies = serde_json::Map::new();
-    let database =
-        match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "database health check failed");
-                false
-            }
-            Err(_) => {
-                tracing::warn!("database health check timed out");
-                false
-            }
-        };
+    let database = state.health.database(&state.db).await;
     dependencies.insert("database".into(), state_word(database).into());
     let healthy = database;
     let status = if healthy {
@@ -67,6 +56,37 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
             dependencies,
         }),
     )
+}
+
+/// The database probe behind `/health`, run at most once a second however
+/// often health is asked (health is unauthenticated and never rate limited).
+#[derive(Default)]
+pub struct HealthProbe {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl HealthProbe {
+    pub async fn database(&self, db: &crate::store::Db) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return ok;
+        }
+        let ok = match tokio::time::timeout(std::time::Duration::from_secs(2), db.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "database health check failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("database health check timed out");
+                false
+            }
+        };
+        *last = Some((std::time::Instant::now(), ok));
+        ok
+    }
 }
 
 fn state_word(ok: bool) -> &'static str {

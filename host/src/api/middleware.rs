@@ -1,6 +1,6 @@
 //! The layers every request passes through, outermost first: the frame
-//! (request id and span, metrics, error shaping, timeout) → authentication
-//! and rate limits → panic guard → handler.
+//! (request id and span, timeout, error shaping, metrics) → panic guard →
+//! body limit → authentication and rate limits → handler.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -116,6 +116,18 @@ pub async fn frame(State(state): State<AppState>, mut req: Request, next: Next) 
     response
 }
 
+/// Stamps an `X-Request-Id` on answers made outside the frame (CORS
+/// preflights), so that every response carries one.
+pub async fn ensure_request_id(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if !response.headers().contains_key(REQUEST_ID)
+        && let Ok(value) = HeaderValue::from_str(&new_request_id())
+    {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
 /// Renders a pending [`ApiError`] in `dialect`, and turns axum's bare 405
 /// into a proper error; other responses pass unchanged.
 fn shape_error(response: Response, dialect: Dialect, request_id: &str) -> Response {
@@ -173,20 +185,32 @@ pub async fn authenticate_and_limit(
 
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let api_key = req.headers().get("x-api-key").cloned();
+    let limits = &state.config.rate_limits;
+    let dialect_limits = match dialect {
+        Dialect::Chat => &limits.chat,
+        Dialect::Assistant => &limits.assistant,
+        Dialect::Platform => &limits.platform,
+        Dialect::Tickets | Dialect::Gateway => &limits.tickets,
+    };
+    // A key lookup reads the database: an address already over its limit
+    // gets no more of them (guessed keys are counted against the address).
+    if limits.enabled && authorization.is_none() && api_key.is_some() {
+        let rules = Rule::for_limits(dialect_limits, Subject::ip(ip), None);
+        if let Some(d) = state.limiter.refusal(dialect.name(), &rules, unix_now()) {
+            return ApiError::rate_limited(
+                &d,
+                &format!("Rate limit exceeded: {} requests per window", d.limit),
+            )
+            .into_response();
+        }
+    }
     let authn = match authenticate(&state, authorization, api_key).await {
         Ok(authn) => authn,
         Err(error) => return error.into_response(),
     };
     req.extensions_mut().insert(authn);
 
-    let limits = &state.config.rate_limits;
     let decision = if limits.enabled {
-        let dialect_limits = match dialect {
-            Dialect::Chat => &limits.chat,
-            Dialect::Assistant => &limits.assistant,
-            Dialect::Platform => &limits.platform,
-            Dialect::Tickets | Dialect::Gateway => &limits.tickets,
-        };
         let (subject, org) = match authn {
             Authn::Valid(p) => match p.kind {
                 PrincipalKind::User(id) => (Subject::User(id), Some(p.org_id)),
@@ -250,21 +274,40 @@ async fn authenticate(
 /// proxy, in which case the right-most `X-Forwarded-For` entry that is not
 /// itself a trusted proxy (entries further left are the client's to forge).
 fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = peer.to_canonical();
     if !trusted.contains(&peer) {
         return peer;
     }
-    let forwarded = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer)
+        .map(str::trim)
+        .collect();
+    // From the right: skip our own proxies; the first other entry is the
+    // client. An entry that does not parse ends the walk (everything left of
+    // it is the client's to forge), and the last trusted hop answers for it.
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        match parse_forwarded(entry) {
+            Some(ip) if trusted.contains(&ip) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port or brackets.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    entry
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|s| s.ip().to_canonical())
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme in any case).

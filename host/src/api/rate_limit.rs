@@ -196,6 +196,25 @@ impl RateLimiter {
             .min_by_key(|d| (d.remaining, d.reset))
     }
 
+    /// Whether a request under `rules` would be refused now, without counting
+    /// it: the refusing window's decision, if any.
+    pub fn refusal(&self, scope: &'static str, rules: &[Rule], now: u64) -> Option<Decision> {
+        rules.iter().find_map(|rule| {
+            let key = Key {
+                scope,
+                subject: rule.subject.clone(),
+                period: rule.period,
+            };
+            let w = *self.windows.get(&key)?;
+            (w.reset > now && w.count >= rule.limit).then_some(Decision {
+                allowed: false,
+                limit: rule.limit,
+                remaining: 0,
+                reset: w.reset,
+            })
+        })
+    }
+
     /// Drops windows that have ended; run periodically.
     pub fn sweep(&self, now: u64) {
         self.windows.retain(|_, w| w.reset > now);
@@ -258,6 +277,19 @@ mod tests {
             .expect("rule");
         assert!(!d.allowed);
         assert_eq!(d.limit, 2);
+    }
+
+    #[test]
+    fn refusal_peeks_without_counting() {
+        let limiter = RateLimiter::new();
+        let r = rules(1, 0, 0);
+        assert!(limiter.refusal("t", &r, 0).is_none());
+        assert!(limiter.check("t", &r, 0).expect("rule").allowed);
+        assert!(limiter.refusal("t", &r, 0).is_some());
+        assert!(
+            limiter.refusal("t", &r, 60).is_none(),
+            "a new window has room"
+        );
     }
 
     #[test]

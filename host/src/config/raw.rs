@@ -324,7 +324,7 @@ impl RawConfig {
                     format!("expected an IP address such as 10.0.0.1, got {text:?}"),
                 )
             })?;
-            trusted_proxies.push(ip);
+            trusted_proxies.push(std::net::IpAddr::to_canonical(&ip));
         }
         for (i, origin) in self.server.cors_origins.iter().enumerate() {
             let valid = origin == "*"
@@ -382,6 +382,20 @@ impl RawConfig {
                 "expected a URL starting with sqlite:// or postgres://".into(),
             ));
         };
+        if self.database.busy_timeout_ms > 600_000 {
+            return Err(ConfigError::new(
+                source,
+                Some("database.busy_timeout_ms"),
+                "expected at most 600000 (ten minutes)",
+            ));
+        }
+        if self.auth.token_ttl_minutes > 525_600 {
+            return Err(ConfigError::new(
+                source,
+                Some("auth.token_ttl_minutes"),
+                "expected at most 525600 (one year)",
+            ));
+        }
         let database = DatabaseConfig {
             url,
             kind,

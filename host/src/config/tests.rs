@@ -52,12 +52,13 @@ fn defaults_match_conventions() {
 #[test]
 fn shipped_configs_parse_and_match_defaults() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let defaults = format!("{:?}", Config::defaults());
     for name in ["config/gateway.toml", "config/gateway.example.toml"] {
         let text = std::fs::read_to_string(root.join(name)).expect("config file");
-        let c = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(c.server.bind.to_string(), "127.0.0.1:8080", "{name}");
-        assert_eq!(c.database.url, "sqlite://./data/gateway.db", "{name}");
-        assert!(c.rate_limits.enabled, "{name}");
+        let mut c = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        c.file = None;
+        // Every value the example lists is the built-in default.
+        assert_eq!(format!("{c:?}"), defaults, "{name}");
     }
 }
 

@@ -14,7 +14,8 @@ use crate::api::openapi::{DetailError, ValidationErrorList};
 use crate::api::rate_limit::{Rule, Subject, unix_now};
 use crate::domain::FieldError;
 use crate::domain::identity::{
-    EMAIL_MAX, validate_email, validate_full_name, validate_password, validate_username,
+    EMAIL_MAX, PASSWORD_MAX, validate_email, validate_full_name, validate_password,
+    validate_username,
 };
 use crate::domain::{NewUser, Role, User};
 use crate::server::AppState;
@@ -181,7 +182,14 @@ async fn login(
     let mut f = Fields::new(&body);
     let login = f.required_str("username");
     let password = f.required_str("password");
-    // Bounds what a login attempt can make the limiter remember.
+    // Bounds what a login attempt can make the limiter remember and Argon2 hash.
+    if password.as_ref().is_some_and(|p| p.len() > PASSWORD_MAX) {
+        f.errors.push(FieldError::new(
+            "password",
+            format!("ensure this value has at most {PASSWORD_MAX} bytes"),
+            "value_error.any_str.max_length",
+        ));
+    }
     if login.as_ref().is_some_and(|l| l.len() > EMAIL_MAX) {
         f.errors.push(FieldError::new(
             "username",
