@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Largest JSON or form body accepted.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; more are closed as they arrive.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

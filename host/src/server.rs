@@ -6,7 +6,6 @@
 //! [`crate::api::app`] in-process or bind `127.0.0.1:0`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,24 +157,19 @@ pub async fn serve(
         })
     };
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = crate::api::app(state.clone());
-    let mut server = tokio::spawn(async move {
-        let mut stop_rx = stop_rx;
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
-        .await
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(accept_loop(
+        listener,
+        app,
+        state.config.server.clone(),
+        stop_rx,
+    ));
 
     tokio::select! {
         result = &mut server => {
             sweeper.abort();
-            return result.context("server task failed")?.context("serving HTTP");
+            return result.context("server task failed")?;
         }
         () = shutdown => {}
     }
@@ -183,9 +177,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let grace = state.config.server.shutdown_timeout;
     match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result
-            .context("server task failed")?
-            .context("serving HTTP")?,
+        Ok(result) => result.context("server task failed")??,
         Err(_) => {
             tracing::warn!(
                 grace_s = grace.as_secs(),
@@ -197,6 +189,76 @@ pub async fn serve(
     sweeper.abort();
     state.db.close().await;
     tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Accepts connections until `stop` turns true, then waits for the open
+/// ones to finish their in-flight requests.
+///
+/// Hand-written rather than `axum::serve` for two limits a public server
+/// needs: a deadline for a request's headers to arrive (without one, a client
+/// trickling bytes holds its connection forever) and a cap on open
+/// connections (past it, new ones are closed at once).
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    config: crate::config::ServerConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = async { drop(stop.wait_for(|stop| *stop).await) } => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            tracing::warn!(
+                max = config.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            })
+            .service(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 

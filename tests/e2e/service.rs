@@ -218,3 +218,63 @@ async fn cors_for_configured_origins_only() {
         .expect("get");
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 }
+
+/// A client that trickles its headers is cut off after
+/// `server.header_read_timeout_secs`; past `server.max_connections` new
+/// connections are closed at once and the server keeps serving.
+#[tokio::test]
+async fn slow_clients_and_connection_floods_are_bounded() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let gw = Gateway::start_with(
+        crate::common::Options::new(databases()[0])
+            .toml("[server]\nheader_read_timeout_secs = 1\nmax_connections = 2"),
+    )
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+
+    // Trickle: half a request, then silence.
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server must close a connection whose headers never finish"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after about a second"
+    );
+
+    // Two idle connections fill the cap; a third is closed at once.
+    let _a = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let _b = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let _ = c
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "over the cap: closed without an answer"
+    );
+    drop((_a, _b));
+
+    // Once the idle ones are gone (closed by us or timed out), service resumes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = gw.http.get(gw.url("/health")).send().await.expect("health");
+    assert_eq!(r.status(), StatusCode::OK);
+}

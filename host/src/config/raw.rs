@@ -37,6 +37,8 @@ pub struct RawServer {
     pub request_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: u64,
+    pub header_read_timeout_secs: u64,
+    pub max_connections: usize,
 }
 
 impl Default for RawServer {
@@ -48,6 +50,8 @@ impl Default for RawServer {
             request_timeout_secs: 30,
             shutdown_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
+            header_read_timeout_secs: 10,
+            max_connections: 10_000,
         }
     }
 }
@@ -357,6 +361,16 @@ impl RawConfig {
                 "server.max_body_bytes",
             )?)
             .unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(nonzero(
+                self.server.header_read_timeout_secs,
+                source,
+                "server.header_read_timeout_secs",
+            )?),
+            max_connections: nonzero(
+                self.server.max_connections,
+                source,
+                "server.max_connections",
+            )?,
         };
 
         if self.storage.data_dir.trim().is_empty() {
