@@ -8,19 +8,6 @@ pub mod identity;
 
 pub use identity::{ApiKey, NewUser, Organization, Principal, PrincipalKind, Role, User};
 
-/// A rule of the domain was broken; each variant names its machine code.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum DomainError {
-    /// Input failed validation: `(field, message)` pairs.
-    #[error("invalid input")]
-    Invalid(Vec<FieldError>),
-    /// A unique value (username, email, slug) is already taken.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0} not found")]
-    NotFound(&'static str),
-}
-
 /// One invalid field; `kind` follows pydantic's vocabulary (`value_error.missing`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

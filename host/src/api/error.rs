@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::dialect::Dialect;
 use super::rate_limit::{Decision, unix_now};
-use crate::domain::{DomainError, FieldError};
+use crate::domain::FieldError;
 use crate::store::StoreError;
 
 /// The stable machine codes. Each dialect renders them in its own words.
@@ -91,8 +91,6 @@ pub struct ApiError(Box<ErrorParts>);
 pub struct ErrorParts {
     pub code: ErrorCode,
     pub message: String,
-    /// Free-form details for 000/003 (never internals).
-    pub details: Option<Value>,
     /// Invalid fields, for validation errors.
     pub fields: Vec<FieldError>,
     /// Unix seconds when a rate limit resets.
@@ -120,7 +118,6 @@ impl ApiError {
         Self(Box::new(ErrorParts {
             code,
             message: message.into(),
-            details: None,
             fields: Vec::new(),
             reset_at: None,
             headers: Vec::new(),
@@ -149,11 +146,7 @@ impl ApiError {
 
     /// A validation error listing the invalid fields.
     pub fn invalid_fields(fields: Vec<FieldError>) -> Self {
-        let summary = fields
-            .iter()
-            .map(|f| format!("{}: {}", f.field, f.message))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let summary = summary(&fields);
         let mut err = Self::validation(format!("Invalid request parameters: {summary}"));
         err.fields = fields;
         err
@@ -190,11 +183,6 @@ impl ApiError {
         }
         error.reset_at = i64::try_from(decision.reset).ok();
         error
-    }
-
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
-        self
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -261,26 +249,20 @@ impl ApiError {
         }
     }
 
-    /// 000 takes details as structured data; 003 documents a string.
+    /// The invalid fields: structured for 000, a string as 003 documents.
     fn details_value(&self, as_string: bool) -> Option<Value> {
-        if !self.fields.is_empty() {
-            if as_string {
-                let text = self
-                    .fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Some(Value::String(text));
-            }
-            return Some(Value::Array(
+        if self.fields.is_empty() {
+            None
+        } else if as_string {
+            Some(Value::String(summary(&self.fields)))
+        } else {
+            Some(Value::Array(
                 self.fields
                     .iter()
                     .map(|f| json!({ "field": f.field, "message": f.message, "type": f.kind }))
                     .collect(),
-            ));
+            ))
         }
-        self.details.clone()
     }
 
     fn reset_at_iso(&self) -> Option<String> {
@@ -304,6 +286,15 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)
     }
+}
+
+/// `field: message; field: message`.
+fn summary(fields: &[FieldError]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Marks a response as an unrendered [`ApiError`] for the `frame` middleware.
@@ -355,16 +346,6 @@ impl From<crate::auth::PasswordError> for ApiError {
                 tracing::error!(error = %other, "password hashing failed");
                 ApiError::internal()
             }
-        }
-    }
-}
-
-impl From<DomainError> for ApiError {
-    fn from(err: DomainError) -> Self {
-        match err {
-            DomainError::Invalid(fields) => ApiError::invalid_fields(fields),
-            DomainError::Conflict(message) => ApiError::conflict(message),
-            DomainError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
         }
     }
 }

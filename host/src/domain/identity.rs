@@ -47,11 +47,6 @@ impl Role {
             other => Self::parse_user_role(other),
         }
     }
-
-    /// Staff see everything in their organization.
-    pub fn is_staff(self) -> bool {
-        matches!(self, Role::Admin | Role::Agent | Role::Service)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
