@@ -11,6 +11,7 @@ mod extract;
 pub mod gateway;
 pub mod middleware;
 mod openapi;
+pub mod plugins;
 pub mod rate_limit;
 
 use axum::Router;
@@ -28,6 +29,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(gateway::router())
         .merge(assistant::router())
+        .merge(plugins::router())
         .routes(routes!(openapi_json))
         .routes(routes!(docs))
 }

@@ -50,6 +50,15 @@ pub enum Command {
     /// Manage API keys
     #[command(subcommand)]
     Apikey(ApiKeyCommand),
+    /// Work with the configured plugins
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginsCommand {
+    /// Load and validate every configured plugin; exits non-zero on any failure
+    Check,
 }
 
 #[derive(Args, Debug, Default)]
@@ -160,6 +169,7 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {bind}"))?;
             serve(listener, state, shutdown_signal()).await
         }
+        Command::Plugins(PluginsCommand::Check) => plugins_check(&config).await,
         Command::Migrate => {
             let db = connect(&config).await?;
             db.close().await;
@@ -305,4 +315,62 @@ fn read_stdin_password() -> anyhow::Result<String> {
         .read_to_string(&mut text)
         .context("reading the password from stdin")?;
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// `gateway plugins check`: loads every entry as `serve` would (compiling or
+/// reading the cache, checking the WIT version and world, pre-instantiating)
+/// and instantiates each once, so that a memory limit too small for the
+/// component shows here rather than at the first call.
+async fn plugins_check(config: &Config) -> anyhow::Result<()> {
+    if config.plugins.is_empty() {
+        println!("no plugins configured");
+        return Ok(());
+    }
+    let configs = config.plugins.clone();
+    let cache = crate::plugins::cache_dir(&config.storage.data_dir);
+    let plugins = tokio::task::spawn_blocking(move || {
+        crate::plugins::Plugins::load(&configs, Some(&cache), None)
+    })
+    .await
+    .context("loading the plugins")?;
+    let mut failed = 0;
+    for entry in plugins.entries() {
+        let c = entry.config();
+        let outcome = match entry {
+            crate::plugins::Entry::Failed { error, .. } => Err(error.clone()),
+            crate::plugins::Entry::Ready(plugin) => match plugin.probe().await {
+                Ok(()) => Ok(format!(
+                    "loaded in {} ms, {}",
+                    plugin.load_time.as_millis(),
+                    plugin.cache.word()
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match outcome {
+            Ok(note) => println!(
+                "ok      {}  ({}, {}; {note})",
+                c.id,
+                c.world.name(),
+                c.source
+            ),
+            Err(error) => {
+                failed += 1;
+                println!(
+                    "FAILED  {}  ({}, {}): {error}",
+                    c.id,
+                    c.world.name(),
+                    c.source
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} plugins failed the check",
+            plugins.entries().len()
+        );
+    }
+    println!("all {} plugins passed", plugins.entries().len());
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! Every failure is a [`ConfigError`] whose `Display` is one line naming the
 //! file, the key and what was expected.
 
+pub mod plugins;
 mod raw;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use plugins::{ComponentSource, Grants, HostPattern, PluginConfig, World};
 pub use raw::RawConfig;
 
 /// The default config file, relative to the working directory.
@@ -64,6 +66,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub log: LogConfig,
+    /// `[[plugins]]` entries, in file order.
+    pub plugins: Vec<PluginConfig>,
 }
 
 #[derive(Debug, Clone)]

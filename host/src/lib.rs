@@ -3,13 +3,15 @@
 //! See `ARCHITECTURE.md` at the repository root for the codemap. In short:
 //! [`config`] reads the operator's TOML, [`store`] keeps everything in SQLite
 //! or PostgreSQL, [`domain`] holds the types and rules, [`auth`] the
-//! credentials, [`api`] the HTTP dialects, and [`server`] runs it all.
+//! credentials, [`plugins`] hosts the WebAssembly plugins, [`api`] the HTTP
+//! dialects, and [`server`] runs it all.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod plugins;
 pub mod server;
 pub mod store;
 pub mod telemetry;

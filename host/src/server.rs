@@ -38,6 +38,8 @@ pub struct Inner {
     pub openapi: String,
     /// The database probe behind `/health`.
     pub health: crate::api::gateway::HealthProbe,
+    /// The `[[plugins]]` entries, loaded (or failed) at start-up.
+    pub plugins: Arc<crate::plugins::Plugins>,
     /// When each API key's `last_used_at` was last written (Unix seconds).
     key_use: DashMap<i64, u64>,
 }
@@ -69,6 +71,16 @@ impl AppState {
         let tokens = Tokens::new(&secret, &config.auth);
         let passwords =
             Passwords::new(config.auth.hash_concurrency).context("preparing password hashing")?;
+        let plugins = {
+            let configs = config.plugins.clone();
+            let cache = crate::plugins::cache_dir(&config.storage.data_dir);
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::plugins::Plugins::load(&configs, Some(&cache), Some(db))
+            })
+            .await
+            .context("loading the plugins")?
+        };
         Ok(AppState(Arc::new(Inner {
             config: Arc::new(config),
             db,
@@ -79,6 +91,7 @@ impl AppState {
             default_org_id: org.id,
             openapi: crate::api::openapi_document(),
             health: Default::default(),
+            plugins: Arc::new(plugins),
             key_use: DashMap::new(),
         })))
     }
@@ -153,6 +166,15 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 state.limiter.sweep(unix_now());
+                // Expired plugin key-value entries read as absent already;
+                // this only reclaims their rows.
+                if let Err(e) = state
+                    .db
+                    .kv_sweep(chrono::Utc::now().timestamp_millis())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not sweep expired plugin keys");
+                }
             }
         })
     };

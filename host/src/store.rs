@@ -7,6 +7,7 @@
 //! `migrations/postgres`.
 
 mod identity;
+mod plugin_kv;
 mod sqlite_reader;
 
 use std::str::FromStr;

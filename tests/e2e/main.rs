@@ -8,6 +8,7 @@ mod cli;
 mod config_errors;
 mod errors;
 mod jwt;
+mod plugins;
 mod rate_limits;
 mod service;
 mod store;

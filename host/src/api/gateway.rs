@@ -17,15 +17,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// `healthy` when every dependency answers, `unhealthy` otherwise.
+/// `healthy` when every dependency answers; `degraded` when the database
+/// answers but a plugin did not load; `unhealthy` when the database fails.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `healthy` or `unhealthy`.
+    /// `healthy`, `degraded` or `unhealthy`.
     status: &'static str,
     version: &'static str,
-    /// Each dependency and its state (`healthy` or `unhealthy`).
+    /// Each dependency and its state (`healthy` or `unhealthy`): the
+    /// database, and each plugin as `plugin:<id>`.
     #[schema(value_type = Object)]
     dependencies: serde_json::Map<String, serde_json::Value>,
+    /// Each configured plugin and its state.
+    plugins: Vec<crate::api::plugins::PluginStatus>,
 }
 
 /// The whole gateway's health, naming each dependency.
@@ -42,18 +46,29 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut dependencies = serde_json::Map::new();
     let database = state.health.database(&state.db).await;
     dependencies.insert("database".into(), state_word(database).into());
-    let healthy = database;
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let mut plugins_ok = true;
+    let mut plugins = Vec::new();
+    for entry in state.plugins.entries() {
+        let ready = matches!(entry, crate::plugins::Entry::Ready(_));
+        plugins_ok &= ready;
+        dependencies.insert(
+            format!("plugin:{}", entry.config().id),
+            state_word(ready).into(),
+        );
+        plugins.push(crate::api::plugins::PluginStatus::of(entry));
+    }
+    let (status, word) = match (database, plugins_ok) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        (true, false) => (StatusCode::OK, "degraded"),
+        (true, true) => (StatusCode::OK, "healthy"),
     };
     (
         status,
         Json(Health {
-            status: state_word(healthy),
+            status: word,
             version: env!("CARGO_PKG_VERSION"),
             dependencies,
+            plugins,
         }),
     )
 }

@@ -179,7 +179,9 @@ pub async fn authenticate_and_limit(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let ip = client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
-    if dialect == Dialect::Gateway {
+    // Health, metrics and the API description need no principal; the
+    // gateway's own API under /api/gateway does.
+    if dialect == Dialect::Gateway && !req.uri().path().starts_with("/api/gateway/") {
         return next.run(req).await;
     }
 
@@ -190,6 +192,7 @@ pub async fn authenticate_and_limit(
         Dialect::Chat => &limits.chat,
         Dialect::Assistant => &limits.assistant,
         Dialect::Platform => &limits.platform,
+        // The operators' /api/gateway shares 004's limits.
         Dialect::Tickets | Dialect::Gateway => &limits.tickets,
     };
     // A key lookup reads the database: an address already over its limit

@@ -22,8 +22,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub rate_limits: RawRateLimits,
     pub log: RawLog,
-    /// Plugin entries; the plugin runtime arrives with the plugin platform.
-    pub plugins: Vec<toml::Table>,
+    /// `None` (no `plugins` key): the shipped defaults; `[]`: no plugins.
+    pub plugins: Option<Vec<super::plugins::RawPlugin>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,13 +302,12 @@ impl RawConfig {
             None => ConfigError::new(source, Some(key), message),
         };
 
-        if !self.plugins.is_empty() {
-            return Err(ConfigError::new(
-                source,
-                Some("plugins"),
-                "this build has no plugin runtime yet; remove the [[plugins]] entries",
-            ));
-        }
+        let plugins = super::plugins::validate(
+            self.plugins
+                .take()
+                .unwrap_or_else(super::plugins::default_entries),
+            source,
+        )?;
 
         let bind: SocketAddr = self.server.bind.parse().map_err(|_| {
             invalid(
@@ -517,6 +516,7 @@ impl RawConfig {
                 level: self.log.level,
                 format,
             },
+            plugins,
         })
     }
 }
