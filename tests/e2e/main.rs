@@ -8,6 +8,7 @@ mod cli;
 mod config_errors;
 mod errors;
 mod jwt;
+mod openai;
 mod plugins;
 mod rate_limits;
 mod service;

@@ -19,7 +19,10 @@ async fn health_names_its_dependencies() {
         );
         let body: Value = r.json().await.expect("json");
         assert_eq!(body["status"], "healthy", "{db:?}");
-        assert_eq!(body["dependencies"], json!({"database": "healthy"}));
+        assert_eq!(
+            body["dependencies"],
+            json!({"database": "healthy", "plugin:kb-answer": "healthy"})
+        );
         assert!(body["version"].is_string());
     }
 }
@@ -83,6 +86,10 @@ async fn openapi_describes_every_endpoint() {
         ("/metrics", "get"),
         ("/openapi.json", "get"),
         ("/docs", "get"),
+        ("/api/gateway/plugins", "get"),
+        ("/api/gateway/plugins/{id}/complete", "post"),
+        ("/api/gateway/plugins/{id}/embed", "post"),
+        ("/api/gateway/plugins/{id}/transcribe", "post"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(complete))
         .routes(routes!(embed))
+        .routes(routes!(transcribe))
 }
 
 /// One `[[plugins]]` entry and its state.
@@ -305,5 +306,71 @@ async fn embed(
     Ok(Json(EmbedResponse {
         dimension: e.dimension,
         vectors: e.vectors,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TranscribeResponse {
+    text: String,
+    /// BCP 47 tag, when detected or given.
+    language: Option<String>,
+}
+
+/// Asks an `llm-provider` entry to transcribe audio sent as the raw body
+/// (at most `server.max_body_bytes`).
+#[utoipa::path(
+    post,
+    path = "/api/gateway/plugins/{id}/transcribe",
+    tag = "plugins",
+    params(
+        ("id" = String, Path, description = "The `[[plugins]]` entry id"),
+        ("format" = String, Query, description = "`mp3`, `ogg`, `wav`, `webm`, `m4a`..."),
+        ("language" = Option<String>, Query, description = "BCP 47 hint"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "What was said", body = TranscribeResponse),
+        (status = 400, description = "No audio, or no format"),
+        (status = 404, description = "No such plugin"),
+        (status = 503, description = "The plugin failed, cannot transcribe, or is not loaded"),
+    )
+)]
+async fn transcribe(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    audio: axum::body::Bytes,
+) -> Result<Json<TranscribeResponse>, ApiError> {
+    require_operator(&p)?;
+    let plugin = plugin(&state, &id)?;
+    let mut format = None;
+    let mut language = None;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("format", v)) if !v.is_empty() => format = Some(v.to_ascii_lowercase()),
+            Some(("language", v)) if !v.is_empty() => language = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    let format = format.ok_or_else(|| {
+        ApiError::validation("the format query parameter is required (mp3, ogg, wav...)")
+    })?;
+    if !format.chars().all(|c| c.is_ascii_alphanumeric()) || format.len() > 10 {
+        return Err(ApiError::validation(
+            "format must be a short name such as mp3",
+        ));
+    }
+    if audio.is_empty() {
+        return Err(ApiError::validation("the body must hold the audio"));
+    }
+    let t = plugin
+        .transcribe(&audio, &format, language.as_deref())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(Json(TranscribeResponse {
+        text: t.text,
+        language: t.language,
     }))
 }

@@ -147,7 +147,7 @@ impl secrets::Host for HostState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<String, secrets::SecretError>> {
-        if !self.entry.grants.secrets.iter().any(|s| *s == name) {
+        if !self.entry.grants.secrets.contains(&name) {
             tracing::warn!(plugin = %self.entry.id, secret = %name, "plugin asked for a secret it was not granted");
             return Ok(Err(secrets::SecretError::Denied(format!(
                 "secret {name:?} is not in grants.secrets of plugin `{}`",
