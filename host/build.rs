@@ -85,7 +85,14 @@ fn main() {
         );
     }
     let out = target_dir.join("wasm32-wasip2").join("release");
-    for name in ["kb_answer", "openai", "testbed", "future_version"] {
+    for name in [
+        "kb_answer",
+        "openai",
+        "hello",
+        "hmac_webhook",
+        "testbed",
+        "future_version",
+    ] {
         let file = out.join(format!("{name}.wasm"));
         if !file.is_file() {
             fail(&format!("the build did not produce {}", file.display()));

@@ -151,6 +151,7 @@ async fn misbehaving_plugins_fail_alone() {
         testbed("loop", "loop", "timeout_ms = 500"),
         testbed("hungry", "memory", "memory_mb = 16"),
         testbed("garbage", "garbage", ""),
+        format!("[[plugins]]\nid = \"hello\"\npath = \"{}\"\nworld = \"llm-provider\"\nsettings = {{ greeting = \"Hi\" }}\n", component("hello")),
         "[[plugins]]\nid = \"kb-answer\"\npath = \"builtin:kb-answer\"\nworld = \"llm-provider\"\n"
             .to_owned(),
     ]
@@ -526,6 +527,24 @@ fn plugins_check_explains_what_is_wrong() {
             "there is no shipped plugin named \"nothing\"",
         ),
     ];
+    let core = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(core.path(), b"\0asm\x01\0\0\0").expect("write");
+    let core_path = core.path().display().to_string();
+    let cases = cases.into_iter().chain([
+        (
+            entry("core", &core_path, "llm-provider", ""),
+            "is a core WebAssembly module, not a component",
+        ),
+        (
+            entry(
+                "tiny",
+                "builtin:kb-answer",
+                "llm-provider",
+                "grants = { memory_mb = 1 }",
+            ),
+            "plugin `tiny` exceeded its memory limit of 1 MiB",
+        ),
+    ]);
     for (config, expected) in cases {
         let (code, out) = check(&config);
         assert_ne!(code, 0, "{config}\n{out}");
@@ -535,6 +554,37 @@ fn plugins_check_explains_what_is_wrong() {
         );
         assert!(out.contains("plugins failed the check"), "{out}");
     }
+
+    // The SDK's example plugins load, in their worlds.
+    let (code, out) = check(
+        &(entry(
+            "hello",
+            &component("hello"),
+            "llm-provider",
+            "settings = { greeting = \"Hi\" }",
+        ) + &entry(
+            "signer",
+            &component("hmac_webhook"),
+            "webhook",
+            "settings = { secret_env = \"HOOK_SECRET\" }\ngrants = { secrets = [\"HOOK_SECRET\"] }",
+        )),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok      hello  (llm-provider") && out.contains("ok      signer  (webhook"),
+        "{out}"
+    );
+    let (code, out) = check(&entry(
+        "signer",
+        &component("hmac_webhook"),
+        "llm-provider",
+        "",
+    ));
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("but the component implements the webhook world"),
+        "{out}"
+    );
 
     // One bad entry fails the check, the good one is still reported ok.
     let (code, out) = check(
