@@ -75,6 +75,13 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // The host's own cfg and feature values are for the host's build script.
+    for (var, _) in env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("CARGO_CFG_") || name.starts_with("CARGO_FEATURE_") {
+            cmd.env_remove(&var);
+        }
+    }
     let status = cmd
         .status()
         .unwrap_or_else(|e| fail(&format!("cannot run cargo: {e}")));

@@ -144,12 +144,13 @@ impl Runtime {
     /// An engine sized for `entries`, caching compiled components in
     /// `cache_dir` (none: compile every time).
     pub fn new(entries: &[PluginConfig], cache_dir: Option<&Path>) -> Result<Runtime, String> {
+        // Config validation keeps the sum within MAX_INSTANCES.
         let slots: u32 = entries
             .iter()
             .map(|e| e.grants.max_concurrent)
             .sum::<u32>()
             .saturating_add(16)
-            .clamp(32, 1000);
+            .clamp(32, crate::config::plugins::MAX_INSTANCES + 16);
         let max_memory = entries
             .iter()
             .map(|e| e.grants.memory_bytes)
@@ -212,11 +213,17 @@ impl Runtime {
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         if let Some((slots, max_memory)) = pool {
             let mut p = wasmtime::PoolingAllocationConfig::default();
+            // Per component: enough for what Rust and other toolchains emit
+            // (a main module, a few shims), no more, so that one entry
+            // cannot drain the pool.
             p.total_component_instances(slots)
                 .total_core_instances(slots * 8)
                 .total_memories(slots * 2)
                 .total_tables(slots * 4)
                 .total_stacks(slots)
+                .max_core_instances_per_component(32)
+                .max_memories_per_component(host::MAX_MEMORIES as u32)
+                .max_tables_per_component(32)
                 .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
                 // A slot reused by the next call keeps its pages: only the
                 // pages the call dirtied are reset (found with the kernel's
@@ -516,12 +523,17 @@ impl Plugin {
             Err(_) => Failure::Timeout(self.config.grants.timeout),
             Ok(Err(e)) => {
                 let state = call.store.data();
-                if state.limiter.exceeded {
-                    Failure::Memory(self.config.grants.memory_bytes >> 20)
-                } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+                if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
                     && tokio::time::Instant::now() >= call.deadline
                 {
                     Failure::Timeout(self.config.grants.timeout)
+                } else if e
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some()
+                {
+                    Failure::Busy
+                } else if state.limiter.exceeded {
+                    Failure::Memory(self.config.grants.memory_bytes >> 20)
                 } else {
                     let mut why = first_line(&e);
                     if let Some(line) = state.last_stderr_line() {

@@ -347,12 +347,20 @@ async fn transcribe(
     let plugin = plugin(&state, &id)?;
     let mut format = None;
     let mut language = None;
-    for pair in query.as_deref().unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("format", v)) if !v.is_empty() => format = Some(v.to_ascii_lowercase()),
-            Some(("language", v)) if !v.is_empty() => language = Some(v.to_owned()),
+    for (key, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+    {
+        match key.as_ref() {
+            "format" if !value.is_empty() => format = Some(value.to_ascii_lowercase()),
+            "language" if !value.is_empty() => language = Some(value.into_owned()),
             _ => {}
         }
+    }
+    if let Some(tag) = &language
+        && (tag.len() > 35 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        return Err(ApiError::validation(
+            "language must be a BCP 47 tag such as en or pt-BR",
+        ));
     }
     let format = format.ok_or_else(|| {
         ApiError::validation("the format query parameter is required (mp3, ogg, wav...)")

@@ -220,6 +220,13 @@ pub fn default_entries() -> Vec<RawPlugin> {
     }]
 }
 
+/// Plugin instances that may run at once, all entries together: the sum of
+/// their `grants.max_concurrent`.
+pub const MAX_INSTANCES: u32 = 1000;
+
+/// The gateway's own secrets, which no plugin may be granted.
+const RESERVED_SECRETS: [&str; 2] = ["DATABASE_URL", "GATEWAY_JWT_SECRET"];
+
 pub(super) fn validate(
     raw: Vec<RawPlugin>,
     source: &str,
@@ -291,6 +298,12 @@ pub(super) fn validate(
                     ),
                 ));
             }
+            if RESERVED_SECRETS.contains(&name.as_str()) {
+                return Err(err(
+                    &format!("grants.secrets[{j}]"),
+                    format!("{name} is the gateway's own secret; no plugin may read it"),
+                ));
+            }
         }
         if !(1..=600_000).contains(&p.grants.timeout_ms) {
             return Err(err(
@@ -321,6 +334,16 @@ pub(super) fn validate(
                 max_concurrent: p.grants.max_concurrent,
             },
         });
+    }
+    let total: u32 = out.iter().map(|p| p.grants.max_concurrent).sum();
+    if total > MAX_INSTANCES {
+        return Err(ConfigError::new(
+            source,
+            Some("plugins"),
+            format!(
+                "the entries' grants.max_concurrent add up to {total}; at most {MAX_INSTANCES} plugin calls can run at once"
+            ),
+        ));
     }
     Ok(out)
 }

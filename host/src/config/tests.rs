@@ -216,3 +216,64 @@ fn missing_explicit_file_is_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn plugin_entries_are_checked() {
+    let entry = |rest: &str| {
+        format!(
+            "[[plugins]]\nid = \"p\"\npath = \"builtin:kb-answer\"\nworld = \"llm-provider\"\n{rest}\n"
+        )
+    };
+    let c = parse(&entry("settings = { model = \"x\", n = 2 }")).expect("valid");
+    assert_eq!(c.plugins.len(), 1);
+    assert_eq!(
+        c.plugins[0].settings,
+        serde_json::json!({"model": "x", "n": 2})
+    );
+    assert!(parse("plugins = []\n").expect("valid").plugins.is_empty());
+    assert_eq!(Config::defaults().plugins[0].id, "kb-answer");
+
+    let cases = [
+        (
+            "[[plugins]]\nid = \"Bad Id\"\npath = \"x.wasm\"\nworld = \"llm-provider\"\n"
+                .to_owned(),
+            "plugins[0].id: expected lower-case letters, digits, `-` or `_` (at most 63), got \"Bad Id\"",
+        ),
+        (
+            "[[plugins]]\nid = \"p\"\npath = \"x.wasm\"\nworld = \"llm\"\n".to_owned(),
+            "plugins[0].world: expected llm-provider, channel or webhook, got \"llm\"",
+        ),
+        (
+            entry("") + &entry(""),
+            "plugins[1].id: \"p\" is used by an earlier entry",
+        ),
+        (
+            entry("grants = { secrets = [\"GATEWAY_JWT_SECRET\"] }"),
+            "plugins[0].grants.secrets[0]: GATEWAY_JWT_SECRET is the gateway's own secret; no plugin may read it",
+        ),
+        (
+            entry("grants = { http_hosts = [\"https://api.openai.com/v1\"] }"),
+            "plugins[0].grants.http_hosts[0]: expected a host such as api.openai.com",
+        ),
+        (
+            entry("grants = { memory_mb = 0 }"),
+            "plugins[0].grants.memory_mb: expected 1 to 4096",
+        ),
+        (
+            entry("grants = { max_concurrent = 1000 }").replace("id = \"p\"", "id = \"a\"")
+                + &entry("grants = { max_concurrent = 1000 }"),
+            "plugins: the entries' grants.max_concurrent add up to 2000",
+        ),
+        (
+            "[[plugins]]\nid = \"p\"\nworld = \"webhook\"\n".to_owned(),
+            "missing field `path`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(&text);
+        assert!(
+            e.contains(expected),
+            "{text}\nexpected: {expected}\ngot: {e}"
+        );
+    }
+}

@@ -60,6 +60,11 @@ impl Hasher for ShaHasher {
 impl Cache {
     pub fn open(dir: &Path, engine: &Engine) -> std::io::Result<Cache> {
         std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let mut hasher = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hex::encode(&hasher.0.finalize()[..12]);
@@ -97,11 +102,16 @@ impl Cache {
     pub fn store(&self, compiled: &Component, component: &[u8]) -> std::io::Result<()> {
         let artifact = compiled.serialize().map_err(std::io::Error::other)?;
         let path = self.path(component);
-        let mut tmp = tempfile_in(&self.dir)?;
-        tmp.1.write_all(&Sha256::digest(&artifact))?;
-        tmp.1.write_all(&artifact)?;
-        tmp.1.sync_all()?;
-        std::fs::rename(&tmp.0, &path)
+        let (tmp, mut file) = tempfile_in(&self.dir)?;
+        let written = file
+            .write_all(&Sha256::digest(&artifact))
+            .and_then(|()| file.write_all(&artifact))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 
@@ -115,9 +125,12 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: wasmtime requires that the bytes come from `serialize` of a
-    // compatible engine. They do: the file is in the gateway's own data dir,
-    // was written by `Cache::store` above, and its SHA-256 (checked by the
-    // caller) proves it is intact; wasmtime checks engine compatibility
-    // itself and fails cleanly otherwise.
+    // compatible engine. They do: the file is in the gateway's data dir
+    // (created 0700), was written by `Cache::store` above, and its SHA-256
+    // (checked by the caller) proves it is intact; wasmtime checks engine
+    // compatibility itself and fails cleanly otherwise. The data dir is
+    // trusted like the binary: whoever can write it can already replace the
+    // JWT secret and the database, so the digest guards against damage, not
+    // against its owner.
     unsafe { Component::deserialize(engine, artifact) }
 }

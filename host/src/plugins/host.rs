@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{clock, config, kv, log, mail, secrets, types};
@@ -18,7 +21,8 @@ use crate::store::Db;
 pub const KV_MAX_KEY_BYTES: usize = 256;
 pub const KV_MAX_VALUE_BYTES: usize = 64 * 1024;
 pub const KV_MAX_KEYS: i64 = 10_000;
-/// How much of a plugin's stderr (panic messages) is kept per call.
+/// How much of a plugin's stderr (the end, where a panic message is) is
+/// kept per call.
 pub const STDERR_BYTES: usize = 8 * 1024;
 
 /// What every call of one `[[plugins]]` entry shares.
@@ -32,24 +36,29 @@ pub struct EntryContext {
     pub db: Option<Db>,
 }
 
-/// Refuses memory growth past the entry's `memory_mb` and remembers that it
-/// did, so that the trap that follows is reported as what it is.
+/// Refuses memory growth that would take the instance's memories together
+/// past the entry's `memory_mb`, and remembers that it did, so that the trap
+/// that follows is reported as what it is.
 pub struct Limiter {
     pub max_memory: usize,
+    /// Bytes of linear memory the instance holds, all memories together.
+    pub used: usize,
     pub exceeded: bool,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max_memory {
             self.exceeded = true;
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -60,6 +69,96 @@ impl ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// Linear memories one instance may have (Rust components have one).
+pub const MAX_MEMORIES: usize = 4;
+
+/// A plugin's stderr: keeps the last [`STDERR_BYTES`] and never refuses a
+/// write, so a chatty plugin is not failed for talking and a panic message
+/// (written last) is kept.
+#[derive(Clone, Default)]
+pub struct StderrTail(Arc<Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        if let Ok(mut buf) = self.0.lock() {
+            buf.extend_from_slice(bytes);
+            if buf.len() > STDERR_BYTES {
+                let cut = buf.len() - STDERR_BYTES;
+                buf.drain(..cut);
+            }
+        }
+    }
+
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -72,12 +171,12 @@ pub struct HostState {
     /// When the call must be over; host imports never wait past it.
     pub deadline: tokio::time::Instant,
     /// The guest's stderr: a Rust plugin's panic message lands here.
-    pub stderr: MemoryOutputPipe,
+    pub stderr: StderrTail,
 }
 
 impl HostState {
     pub fn new(entry: Arc<EntryContext>, deadline: tokio::time::Instant) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        let stderr = StderrTail::default();
         // No environment, arguments, files or sockets: plugins reach the
         // world only through the gateway's own imports.
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
@@ -86,6 +185,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: Limiter {
                 max_memory: usize::try_from(entry.grants.memory_bytes).unwrap_or(usize::MAX),
+                used: 0,
                 exceeded: false,
             },
             entry,
@@ -318,5 +418,36 @@ impl mail::Host for HostState {
         Ok(Err(mail::MailError::Unavailable(
             "this gateway has no mail transport configured".into(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory() {
+        let mut l = Limiter {
+            max_memory: 10,
+            used: 0,
+            exceeded: false,
+        };
+        assert!(l.memory_growing(0, 6, None).expect("grow"));
+        assert!(l.memory_growing(6, 8, None).expect("grow"));
+        // A second memory of 3 would make 11.
+        assert!(!l.memory_growing(0, 3, None).expect("grow"));
+        assert!(l.exceeded);
+        assert!(l.memory_growing(0, 2, None).expect("grow"));
+        assert_eq!(l.used, 10);
+    }
+
+    #[test]
+    fn stderr_keeps_the_end() {
+        let tail = StderrTail::default();
+        tail.push(&vec![b'a'; STDERR_BYTES]);
+        tail.push(b"panicked at src/lib.rs:1:1:\nboom\n");
+        let kept = tail.contents();
+        assert_eq!(kept.len(), STDERR_BYTES);
+        assert!(kept.ends_with(b"boom\n"));
     }
 }

@@ -52,6 +52,16 @@ impl Gate {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 return attempt.error(Denied(format!("more than {MAX_REDIRECTS} redirects")));
             }
+            // Never from https down to http: the request's headers (an API
+            // key) would travel in clear.
+            let downgrade = attempt.url().scheme() == "http"
+                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if downgrade {
+                let host = attempt.url().host_str().unwrap_or_default().to_owned();
+                return attempt.error(Denied(format!(
+                    "a redirect from https to http://{host} was refused"
+                )));
+            }
             match check_url(attempt.url(), &policy_hosts, allow_private, &policy_plugin) {
                 Ok(()) => attempt.follow(),
                 Err(denied) => attempt.error(denied),
@@ -125,7 +135,7 @@ impl Gate {
                 .body(request.body)
                 .send()
                 .await
-                .map_err(|e| map_error(&e))?;
+                .map_err(map_error)?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -142,7 +152,7 @@ impl Gate {
                 return Err(HttpError::TooLarge);
             }
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| map_error(&e))? {
+            while let Some(chunk) = response.chunk().await.map_err(map_error)? {
                 if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                     return Err(HttpError::TooLarge);
                 }
@@ -171,8 +181,11 @@ impl super::bindings::http::Host for HostState {
     }
 }
 
-fn map_error(e: &reqwest::Error) -> HttpError {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
+fn map_error(e: reqwest::Error) -> HttpError {
+    // Without the URL: its query may hold a credential, and the message
+    // may reach logs and API errors.
+    let e = e.without_url();
+    let mut source: Option<&dyn std::error::Error> = Some(&e);
     while let Some(err) = source {
         if let Some(denied) = err.downcast_ref::<Denied>() {
             return HttpError::Denied(denied.0.clone());
@@ -183,7 +196,7 @@ fn map_error(e: &reqwest::Error) -> HttpError {
         return HttpError::Timeout;
     }
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(err) = source {
         text.push_str(": ");
         text.push_str(&err.to_string());
@@ -303,6 +316,14 @@ pub fn is_public(ip: IpAddr) -> bool {
                 let [c, d] = s[7].to_be_bytes();
                 return is_public_v4(Ipv4Addr::new(a, b, c, d));
             }
+            // Other prefixes that carry an IPv4 address somewhere: local-use
+            // NAT64 (64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32).
+            if (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
+            {
+                return false;
+            }
             !(v6.is_unspecified()
                 || v6.is_loopback()
                 || v6.is_multicast()
@@ -363,6 +384,9 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(private.parse().expect(private)), "{private}");
         }

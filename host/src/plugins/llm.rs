@@ -13,6 +13,9 @@ use super::{Failure, Plugin, PluginError, Pre};
 const MAX_TEXT_CHARS: usize = 64 * 1024;
 /// Longest embedding vector accepted.
 const MAX_DIMENSION: u32 = 16_384;
+/// Most entities, and the longest intent, accepted.
+const MAX_ENTITIES: usize = 64;
+const MAX_INTENT_CHARS: usize = 256;
 
 impl Plugin {
     fn llm_pre(&self) -> Result<&super::bindings::llm::LlmProviderPre<HostState>, PluginError> {
@@ -128,7 +131,9 @@ impl LlmSession<'_> {
     ) -> Result<Completion, PluginError> {
         let deadline = tokio::time::Instant::now() + self.plugin.config.grants.timeout;
         self.call.deadline = deadline;
-        self.call.store.data_mut().deadline = deadline;
+        let state = self.call.store.data_mut();
+        state.deadline = deadline;
+        state.limiter.exceeded = false;
         let store: &mut Store<HostState> = &mut self.call.store;
         let outcome = tokio::time::timeout_at(
             deadline,
@@ -170,10 +175,31 @@ fn checked_completion(c: Completion, request: &CompletionRequest) -> Result<Comp
             "the text is longer than {MAX_TEXT_CHARS} characters"
         )));
     }
+    if c.used_passages.len() > request.passages.len() {
+        return Err(Checked::Invalid(format!(
+            "it cites {} passages, but only {} were retrieved",
+            c.used_passages.len(),
+            request.passages.len()
+        )));
+    }
+    if c.entities.len() > MAX_ENTITIES
+        || c.entities
+            .iter()
+            .any(|e| e.chars().count() > MAX_INTENT_CHARS)
+        || c.intent
+            .as_ref()
+            .is_some_and(|i| i.chars().count() > MAX_INTENT_CHARS)
+    {
+        return Err(Checked::Invalid(format!(
+            "at most {MAX_ENTITIES} entities and {MAX_INTENT_CHARS} characters per entity or intent"
+        )));
+    }
+    let retrieved: std::collections::HashSet<&str> =
+        request.passages.iter().map(|p| p.id.as_str()).collect();
     if let Some(unknown) = c
         .used_passages
         .iter()
-        .find(|id| !request.passages.iter().any(|p| &p.id == *id))
+        .find(|id| !retrieved.contains(id.as_str()))
     {
         return Err(Checked::Invalid(format!(
             "it cites passage {unknown:?}, which was not retrieved"

@@ -26,7 +26,9 @@ impl Db {
     }
 
     /// Stores `value`; refuses a new key once the namespace holds
-    /// `max_keys` live keys (replacing an existing key is always allowed).
+    /// `max_keys` keys (replacing an existing key is always allowed). The
+    /// quota is soft under concurrent writers on PostgreSQL: two calls may
+    /// both pass the count.
     pub async fn kv_set(
         &self,
         plugin: &str,
@@ -51,16 +53,27 @@ impl Db {
                     .fetch_optional(&mut *tx)
                     .await?;
             if exists.is_none() {
-                let count: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = $1 \
-                     AND (expires_at IS NULL OR expires_at > $2)",
-                )
-                .bind(plugin)
-                .bind(now_ms)
-                .fetch_one(&mut *tx)
-                .await?;
+                // Rows count until deleted, expired or not: a plugin cannot
+                // outgrow the quota with short-lived keys. At the quota, its
+                // expired rows go first.
+                let count_sql = "SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = $1";
+                let count: i64 = sqlx::query_scalar(count_sql)
+                    .bind(plugin)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 if count >= max_keys {
-                    return Ok(false);
+                    sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND expires_at <= $2")
+                        .bind(plugin)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    let count: i64 = sqlx::query_scalar(count_sql)
+                        .bind(plugin)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if count >= max_keys {
+                        return Ok(false);
+                    }
                 }
             }
             sqlx::query(

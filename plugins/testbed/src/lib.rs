@@ -14,7 +14,8 @@
 //! - `secret`: reads the secret named in the last message and answers with
 //!   the outcome;
 //! - `kv`: stores the last message under `last`, then answers with what the
-//!   store held before.
+//!   store held before;
+//! - `chatty`: writes 120 KB to stderr, then echoes.
 
 use gateway_plugin_sdk::host::{config, http, kv, secrets};
 use gateway_plugin_sdk::{Completion, CompletionRequest, Embeddings, LlmError, LlmProvider, Usage};
@@ -56,6 +57,11 @@ fn misbehave(mode: &str) {
             loop {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
+            }
+        }
+        "chatty" => {
+            for i in 0..2000 {
+                eprintln!("line {i}: {}", "x".repeat(50));
             }
         }
         _ => {}
