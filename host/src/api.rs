@@ -5,6 +5,7 @@
 //! calls and the results into each document's JSON.
 
 mod assistant;
+mod chat;
 pub mod dialect;
 pub mod error;
 mod extract;
@@ -29,6 +30,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(gateway::router())
         .merge(assistant::router())
+        .merge(chat::router())
         .merge(plugins::router())
         .routes(routes!(openapi_json))
         .routes(routes!(docs))

@@ -4,6 +4,7 @@
 //! numbers; the others show the same value as a decimal string, so one row is
 //! one object in every view.
 
+pub mod conversation;
 pub mod identity;
 
 pub use identity::{ApiKey, NewUser, Organization, Principal, PrincipalKind, Role, User};

@@ -6,6 +6,7 @@
 //! driver. Schema differences live only in `migrations/sqlite` and
 //! `migrations/postgres`.
 
+mod conversations;
 mod identity;
 mod plugin_kv;
 mod sqlite_reader;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{
 };
 
 use crate::config::{DatabaseConfig, DatabaseKind};
+pub use conversations::ConversationFilter;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
 macro_rules! on_db {

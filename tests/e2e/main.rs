@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod chat;
 mod cli;
 mod config_errors;
 mod errors;

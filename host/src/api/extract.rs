@@ -176,6 +176,71 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A list of strings that may be absent or null.
+    pub fn optional_str_list(&mut self, field: &str) -> Option<Vec<String>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            Some(_) => {
+                self.errors.push(FieldError::new(
+                    self.name(field),
+                    "a list of strings expected",
+                    "type_error.list",
+                ));
+                None
+            }
+        }
+    }
+
+    /// A boolean that must be present.
+    pub fn required_bool(&mut self, field: &str) -> Option<bool> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::missing(self.name(field)));
+                None
+            }
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.errors.push(FieldError::new(
+                    self.name(field),
+                    "value could not be parsed to a boolean",
+                    "type_error.bool",
+                ));
+                None
+            }
+        }
+    }
+
+    /// An id given as a decimal string (or a JSON number); `None` and an
+    /// error when present but not an id, `Some(None)` when absent.
+    pub fn optional_id(&mut self, field: &str) -> Option<Option<i64>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok_and(|n| n > 0) => {
+                Some(s.trim().parse().ok())
+            }
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n > 0) => Some(n.as_i64()),
+            Some(_) => {
+                self.errors.push(FieldError::new(
+                    self.name(field),
+                    "not a valid id",
+                    "type_error",
+                ));
+                None
+            }
+        }
+    }
+
+    /// Records an error found by the caller.
+    pub fn push(&mut self, error: FieldError) {
+        self.errors.push(error);
+    }
+
     /// Fails with every collected error, if any.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.errors.is_empty() {

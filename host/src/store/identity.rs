@@ -162,6 +162,16 @@ impl Db {
             .await
     }
 
+    pub async fn org_by_id(&self, id: i64) -> Result<Option<Organization>, StoreError> {
+        let row: Option<OrgRow> = on_db!(self, pool => {
+            sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
     pub async fn org_by_slug(&self, slug: &str) -> Result<Option<Organization>, StoreError> {
         let row: Option<OrgRow> = on_db!(self, pool => {
             sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE slug = $1")

@@ -1,0 +1,290 @@
+//! Conversations and their messages: what 000/001 call chat sessions, 002
+//! conversations and 003 sessions. Each dialect shows them in its own words;
+//! the rules live here.
+
+use chrono::{DateTime, Utc};
+
+use super::{FieldError, Principal, PrincipalKind, Role};
+
+/// A conversation's state. 000 speaks of active, resolved and archived;
+/// 001 of active and closed. A conversation that is not active is over:
+/// nobody may post into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConversationStatus {
+    Active,
+    Resolved,
+    Closed,
+    Archived,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Active => "active",
+            ConversationStatus::Resolved => "resolved",
+            ConversationStatus::Closed => "closed",
+            ConversationStatus::Archived => "archived",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(ConversationStatus::Active),
+            "resolved" => Some(ConversationStatus::Resolved),
+            "closed" => Some(ConversationStatus::Closed),
+            "archived" => Some(ConversationStatus::Archived),
+            _ => None,
+        }
+    }
+
+    /// 001's two-word view: everything that is not active is closed.
+    pub fn as_001(self) -> &'static str {
+        match self {
+            ConversationStatus::Active => "active",
+            _ => "closed",
+        }
+    }
+
+    pub fn is_open(self) -> bool {
+        self == ConversationStatus::Active
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "low" => Some(Priority::Low),
+            "medium" => Some(Priority::Medium),
+            "high" => Some(Priority::High),
+            _ => None,
+        }
+    }
+}
+
+/// Who wrote a message. 000 says `user`/`assistant`, 001 `user`/`support`,
+/// 003 `user`/`bot`/`agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SenderKind {
+    Customer,
+    Assistant,
+    Agent,
+    System,
+}
+
+impl SenderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderKind::Customer => "customer",
+            SenderKind::Assistant => "assistant",
+            SenderKind::Agent => "agent",
+            SenderKind::System => "system",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "customer" => Some(SenderKind::Customer),
+            "assistant" => Some(SenderKind::Assistant),
+            "agent" => Some(SenderKind::Agent),
+            "system" => Some(SenderKind::System),
+            _ => None,
+        }
+    }
+
+    /// 000's `role`: the customer is `user`, everyone else `assistant`.
+    pub fn as_000(self) -> &'static str {
+        match self {
+            SenderKind::Customer => "user",
+            _ => "assistant",
+        }
+    }
+
+    /// 001's `sender`: the customer is `user`, everyone else `support`.
+    pub fn as_001(self) -> &'static str {
+        match self {
+            SenderKind::Customer => "user",
+            _ => "support",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub id: i64,
+    pub org_id: i64,
+    pub customer_id: i64,
+    pub agent_id: Option<i64>,
+    pub status: ConversationStatus,
+    pub subject: Option<String>,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub channel: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Conversation {
+    /// Whether `p` may see this conversation: its customer, or staff (and
+    /// API keys) of its organization. Anyone else is told it does not exist.
+    pub fn visible_to(&self, p: &Principal) -> bool {
+        if p.org_id != self.org_id {
+            return false;
+        }
+        match (p.role, p.kind) {
+            (Role::Customer, PrincipalKind::User(id)) => id == self.customer_id,
+            (Role::Customer, PrincipalKind::ApiKey(_)) => false,
+            (Role::Admin | Role::Agent | Role::Service, _) => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    pub org_id: i64,
+    pub customer_id: i64,
+    pub subject: Option<String>,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: i64,
+    pub org_id: i64,
+    pub conversation_id: i64,
+    pub sender_kind: SenderKind,
+    pub sender_id: Option<i64>,
+    pub content: String,
+    pub is_internal: bool,
+    pub status: String,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub org_id: i64,
+    pub conversation_id: i64,
+    pub sender_kind: SenderKind,
+    pub sender_id: Option<i64>,
+    pub content: String,
+    pub is_internal: bool,
+    /// A retried send with the same key returns the first message.
+    pub idempotency_key: Option<String>,
+}
+
+/// Longest message text, in characters.
+pub const MESSAGE_MAX: usize = 10_000;
+pub const SUBJECT_MAX: usize = 200;
+pub const TAGS_MAX: usize = 20;
+pub const TAG_MAX: usize = 50;
+pub const IDEMPOTENCY_KEY_MAX: usize = 200;
+
+pub fn validate_content(field: &str, content: &str) -> Result<(), FieldError> {
+    if content.trim().is_empty() {
+        return Err(FieldError::new(
+            field,
+            "must not be empty",
+            "value_error.any_str.min_length",
+        ));
+    }
+    if content.chars().count() > MESSAGE_MAX {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MESSAGE_MAX} characters"),
+            "value_error.any_str.max_length",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_subject(subject: &str) -> Result<(), FieldError> {
+    if subject.chars().count() > SUBJECT_MAX {
+        return Err(FieldError::new(
+            "subject",
+            format!("must be at most {SUBJECT_MAX} characters"),
+            "value_error.any_str.max_length",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_tags(tags: &[String]) -> Result<(), FieldError> {
+    if tags.len() > TAGS_MAX {
+        return Err(FieldError::new(
+            "tags",
+            format!("at most {TAGS_MAX} tags"),
+            "value_error.list.max_items",
+        ));
+    }
+    if tags
+        .iter()
+        .any(|t| t.trim().is_empty() || t.chars().count() > TAG_MAX)
+    {
+        return Err(FieldError::new(
+            "tags",
+            format!("each tag must be 1 to {TAG_MAX} characters"),
+            "value_error",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation() -> Conversation {
+        Conversation {
+            id: 1,
+            org_id: 7,
+            customer_id: 10,
+            agent_id: None,
+            status: ConversationStatus::Active,
+            subject: None,
+            priority: Priority::Medium,
+            tags: Vec::new(),
+            channel: "web".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            ended_at: None,
+        }
+    }
+
+    #[test]
+    fn who_sees_a_conversation() {
+        let c = conversation();
+        let p = |org_id, role, kind| Principal { org_id, role, kind };
+        assert!(c.visible_to(&p(7, Role::Customer, PrincipalKind::User(10))));
+        assert!(!c.visible_to(&p(7, Role::Customer, PrincipalKind::User(11))));
+        assert!(c.visible_to(&p(7, Role::Agent, PrincipalKind::User(3))));
+        assert!(c.visible_to(&p(7, Role::Service, PrincipalKind::ApiKey(1))));
+        assert!(!c.visible_to(&p(8, Role::Admin, PrincipalKind::User(3))));
+    }
+
+    #[test]
+    fn status_words_per_dialect() {
+        assert_eq!(ConversationStatus::Resolved.as_001(), "closed");
+        assert_eq!(ConversationStatus::Active.as_001(), "active");
+        assert_eq!(SenderKind::Agent.as_001(), "support");
+        assert_eq!(SenderKind::Assistant.as_000(), "assistant");
+        assert_eq!(SenderKind::Customer.as_000(), "user");
+    }
+}

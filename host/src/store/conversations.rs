@@ -1,0 +1,318 @@
+//! Conversations and messages.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, StoreError, on_db};
+use crate::domain::conversation::{
+    Conversation, ConversationStatus, Message, NewConversation, NewMessage, Priority, SenderKind,
+};
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    id: i64,
+    org_id: i64,
+    customer_id: i64,
+    agent_id: Option<i64>,
+    status: String,
+    subject: Option<String>,
+    priority: String,
+    tags: String,
+    channel: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+impl From<ConversationRow> for Conversation {
+    fn from(r: ConversationRow) -> Self {
+        Conversation {
+            id: r.id,
+            org_id: r.org_id,
+            customer_id: r.customer_id,
+            agent_id: r.agent_id,
+            // CHECK constraints admit only these words.
+            status: ConversationStatus::parse(&r.status).unwrap_or(ConversationStatus::Closed),
+            subject: r.subject,
+            priority: Priority::parse(&r.priority).unwrap_or(Priority::Medium),
+            tags: serde_json::from_str(&r.tags).unwrap_or_default(),
+            channel: r.channel,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            ended_at: r.ended_at,
+        }
+    }
+}
+
+const CONVERSATION_COLUMNS: &str = "id, org_id, customer_id, agent_id, status, subject, priority, tags, channel, created_at, updated_at, ended_at";
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: i64,
+    org_id: i64,
+    conversation_id: i64,
+    sender_kind: String,
+    sender_id: Option<i64>,
+    content: String,
+    is_internal: bool,
+    status: String,
+    read_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        Message {
+            id: r.id,
+            org_id: r.org_id,
+            conversation_id: r.conversation_id,
+            sender_kind: SenderKind::parse(&r.sender_kind).unwrap_or(SenderKind::System),
+            sender_id: r.sender_id,
+            content: r.content,
+            is_internal: r.is_internal,
+            status: r.status,
+            read_at: r.read_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at";
+
+/// Which conversations a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub org_id: i64,
+    /// Only this customer's (a customer sees only its own).
+    pub customer_id: Option<i64>,
+    /// Only these states.
+    pub statuses: Option<Vec<ConversationStatus>>,
+}
+
+impl Db {
+    pub async fn create_conversation(
+        &self,
+        new: &NewConversation,
+    ) -> Result<Conversation, StoreError> {
+        let now = Utc::now();
+        let tags = serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7) RETURNING {CONVERSATION_COLUMNS}"
+        );
+        let row: ConversationRow = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(new.org_id)
+                .bind(new.customer_id)
+                .bind(&new.subject)
+                .bind(new.priority.as_str())
+                .bind(&tags)
+                .bind(&new.channel)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(row.into())
+    }
+
+    pub async fn conversation(&self, id: i64) -> Result<Option<Conversation>, StoreError> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1");
+        let row: Option<ConversationRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    /// One page of conversations, newest first, and how many match in all.
+    pub async fn list_conversations(
+        &self,
+        filter: &ConversationFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<Conversation>, i64), StoreError> {
+        // Statuses are fixed words from an enum, never client text.
+        let mut clause = String::from("org_id = $1 AND ($2 IS NULL OR customer_id = $2)");
+        if let Some(statuses) = &filter.statuses {
+            let words: Vec<String> = statuses
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
+            clause.push_str(&format!(" AND status IN ({})", words.join(", ")));
+        }
+        let list = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE {clause} ORDER BY id DESC LIMIT $3 OFFSET $4"
+        );
+        let count = format!("SELECT COUNT(*) FROM conversations WHERE {clause}");
+        let (rows, total): (Vec<ConversationRow>, i64) = on_db!(self, pool => {
+            let rows = sqlx::query_as(&list)
+                .bind(filter.org_id)
+                .bind(filter.customer_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            let total = sqlx::query_scalar(&count)
+                .bind(filter.org_id)
+                .bind(filter.customer_id)
+                .fetch_one(pool)
+                .await?;
+            Ok::<_, sqlx::Error>((rows, total))
+        })?;
+        Ok((rows.into_iter().map(Into::into).collect(), total))
+    }
+
+    /// Sets the status; `ended_at` is set when it leaves `active` and
+    /// cleared when it returns.
+    pub async fn set_conversation_status(
+        &self,
+        id: i64,
+        status: ConversationStatus,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let now = Utc::now();
+        let ended = (!status.is_open()).then_some(now);
+        let sql = format!(
+            "UPDATE conversations SET status = $2, updated_at = $3, \
+             ended_at = CASE WHEN $4 IS NULL THEN NULL ELSE COALESCE(ended_at, $4) END \
+             WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}"
+        );
+        let row: Option<ConversationRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(id)
+                .bind(status.as_str())
+                .bind(now)
+                .bind(ended)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Assigns `agent_id` if the conversation is active and unassigned;
+    /// `None` when it was not (the caller tells which).
+    pub async fn assign_conversation(
+        &self,
+        id: i64,
+        agent_id: i64,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let sql = format!(
+            "UPDATE conversations SET agent_id = $2, updated_at = $3 \
+             WHERE id = $1 AND agent_id IS NULL AND status = 'active' RETURNING {CONVERSATION_COLUMNS}"
+        );
+        let row: Option<ConversationRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(id)
+                .bind(agent_id)
+                .bind(Utc::now())
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    pub async fn delete_conversation(&self, id: i64) -> Result<bool, StoreError> {
+        let done = on_db!(self, pool => {
+            sqlx::query("DELETE FROM conversations WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done > 0)
+    }
+
+    /// Stores a message. With an idempotency key already used in this
+    /// conversation, returns the first message and `false`.
+    pub async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool), StoreError> {
+        let now = Utc::now();
+        let insert = format!(
+            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING {MESSAGE_COLUMNS}"
+        );
+        let existing = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND idempotency_key = $2"
+        );
+        let touch = "UPDATE conversations SET updated_at = $2 WHERE id = $1";
+        let (row, created): (MessageRow, bool) = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted: Option<MessageRow> = sqlx::query_as(&insert)
+                .bind(new.org_id)
+                .bind(new.conversation_id)
+                .bind(new.sender_kind.as_str())
+                .bind(new.sender_id)
+                .bind(&new.content)
+                .bind(new.is_internal)
+                .bind(&new.idempotency_key)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let result = match inserted {
+                Some(row) => {
+                    sqlx::query(touch)
+                        .bind(new.conversation_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    (row, true)
+                }
+                None => {
+                    let row = sqlx::query_as(&existing)
+                        .bind(new.conversation_id)
+                        .bind(&new.idempotency_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    (row, false)
+                }
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(result)
+        })?;
+        Ok((row.into(), created))
+    }
+
+    /// Up to `limit` messages older than `before` (all when `None`), oldest
+    /// first, and whether older ones remain.
+    pub async fn list_messages(
+        &self,
+        conversation_id: i64,
+        include_internal: bool,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
+             AND ($2 OR NOT is_internal) AND ($3 IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        );
+        let mut rows: Vec<MessageRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(conversation_id)
+                .bind(include_internal)
+                .bind(before)
+                .bind(limit + 1)
+                .fetch_all(pool)
+                .await
+        })?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        rows.reverse();
+        Ok((rows.into_iter().map(Into::into).collect(), more))
+    }
+
+    pub async fn count_messages(
+        &self,
+        conversation_id: i64,
+        include_internal: bool,
+    ) -> Result<i64, StoreError> {
+        let count = on_db!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = $1 AND ($2 OR NOT is_internal)",
+            )
+            .bind(conversation_id)
+            .bind(include_internal)
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(count)
+    }
+}

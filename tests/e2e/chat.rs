@@ -1,0 +1,470 @@
+//! 000 and 001 chat sessions and messages through the running gateway:
+//! the union of both documents' fields, the 409 rules, pagination,
+//! idempotent sends and the authorization matrix (customer A, customer B,
+//! an agent, another organization's admin).
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{Gateway, databases};
+
+struct Cast {
+    alice: String,
+    bob: String,
+    agent: String,
+    agent_id: String,
+    outsider: String,
+}
+
+async fn cast(gw: &Gateway) -> Cast {
+    let alice = gw.register_and_login("alice").await;
+    let bob = gw.register_and_login("bob").await;
+    let (code, agent_id, err) = gw.cli(&[
+        "user",
+        "create",
+        "--username",
+        "agnes",
+        "--email",
+        "agnes@example.com",
+        "--password",
+        "correct horse battery",
+        "--role",
+        "agent",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = gw.cli(&[
+        "user",
+        "create",
+        "--username",
+        "olga",
+        "--email",
+        "olga@other.example",
+        "--password",
+        "correct horse battery",
+        "--role",
+        "admin",
+        "--org",
+        "other",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    Cast {
+        alice,
+        bob,
+        agent: gw.login("agnes", "correct horse battery").await,
+        agent_id: agent_id.trim().to_owned(),
+        outsider: gw.login("olga", "correct horse battery").await,
+    }
+}
+
+async fn call(
+    gw: &Gateway,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = gw.http.request(method, gw.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.expect("send");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn sessions_and_messages_in_both_dialects() {
+    for kind in databases() {
+        let gw = Gateway::start(kind).await;
+        let c = cast(&gw).await;
+
+        // 001's create, with 000's tenantId (the organization's id).
+        let (status, me) = call(&gw, &c.alice, Method::GET, "/api/v1/auth/me", None).await;
+        assert_eq!(status, 200);
+        let (status, s) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            "/api/chat/sessions",
+            Some(json!({ "subject": "Refund", "priority": "high", "tags": ["billing"] })),
+        )
+        .await;
+        assert_eq!(status, 200, "{kind:?} {s}");
+        assert!(
+            s["id"].is_string() && s["tenantId"].is_string() && s["userId"] == me["id"].to_string()
+        );
+        assert_eq!(
+            (s["status"].as_str(), s["priority"].as_str()),
+            (Some("active"), Some("high"))
+        );
+        assert_eq!(s["agentId"], Value::Null);
+        assert_eq!(s["endedAt"], Value::Null);
+        assert_eq!(s["tags"], json!(["billing"]));
+        for field in ["startedAt", "createdAt", "updatedAt"] {
+            assert!(
+                s[field].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{field}: {s}"
+            );
+        }
+        let id = s["id"].as_str().expect("id").to_owned();
+        let tenant = s["tenantId"].as_str().expect("tenant").to_owned();
+        let (status, s2) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            "/api/chat/sessions",
+            Some(json!({ "tenantId": tenant })),
+        )
+        .await;
+        assert_eq!(
+            (status, s2["priority"].as_str()),
+            (200, Some("medium")),
+            "{s2}"
+        );
+        let (status, e) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            "/api/chat/sessions",
+            Some(json!({ "tenantId": "999999" })),
+        )
+        .await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{e}"
+        );
+        let (status, e) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            "/api/chat/sessions",
+            Some(json!({ "priority": "urgent" })),
+        )
+        .await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some("validation_error")),
+            "{e}"
+        );
+
+        // Who sees it.
+        let path = format!("/api/chat/sessions/{id}");
+        assert_eq!(call(&gw, &c.alice, Method::GET, &path, None).await.0, 200);
+        assert_eq!(call(&gw, &c.agent, Method::GET, &path, None).await.0, 200);
+        for (who, token) in [("bob", &c.bob), ("outsider", &c.outsider)] {
+            let (status, e) = call(&gw, token, Method::GET, &path, None).await;
+            assert_eq!(
+                (status, e["error"]["code"].as_str()),
+                (404, Some("not_found")),
+                "{who}: {e}"
+            );
+        }
+        assert_eq!(
+            call(&gw, &c.alice, Method::GET, "/api/chat/sessions/abc", None)
+                .await
+                .0,
+            404
+        );
+
+        // Lists: own, organization's, none; status filter; pages.
+        let (_, list) = call(&gw, &c.alice, Method::GET, "/api/chat/sessions", None).await;
+        assert_eq!(list["totalCount"], 2, "{list}");
+        let (_, list) = call(&gw, &c.bob, Method::GET, "/api/chat/sessions", None).await;
+        assert_eq!(list["totalCount"], 0);
+        let (_, list) = call(&gw, &c.outsider, Method::GET, "/api/chat/sessions", None).await;
+        assert_eq!(list["totalCount"], 0);
+        let (_, list) = call(
+            &gw,
+            &c.agent,
+            Method::GET,
+            "/api/chat/sessions?page=2&limit=1",
+            None,
+        )
+        .await;
+        assert_eq!(
+            (
+                list["totalCount"].as_i64(),
+                list["page"].as_i64(),
+                list["totalPages"].as_i64()
+            ),
+            (Some(2), Some(2), Some(2))
+        );
+        assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1));
+        let (status, _) = call(
+            &gw,
+            &c.agent,
+            Method::GET,
+            "/api/chat/sessions?page=zero",
+            None,
+        )
+        .await;
+        assert_eq!(status, 400);
+
+        // Messages: 001's route and 000's, and both field sets back.
+        let mpath = format!("/api/chat/sessions/{id}/messages");
+        let (status, m) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            &mpath,
+            Some(json!({ "content": "Where is my refund?" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{m}");
+        assert_eq!(
+            (m["role"].as_str(), m["sender"].as_str()),
+            (Some("user"), Some("user"))
+        );
+        assert_eq!(
+            (m["read"].as_bool(), m["status"].as_str()),
+            (Some(false), Some("sent"))
+        );
+        assert!(m["createdAt"].is_string() && m["timestamp"] == m["createdAt"]);
+        let (status, m) = call(
+            &gw,
+            &c.agent,
+            Method::POST,
+            "/api/chat/messages",
+            Some(json!({ "sessionId": id, "content": "It is on its way." })),
+        )
+        .await;
+        assert_eq!(
+            (status, m["role"].as_str(), m["sender"].as_str()),
+            (200, Some("assistant"), Some("support")),
+            "{m}"
+        );
+        let (status, e) = call(
+            &gw,
+            &c.bob,
+            Method::POST,
+            &mpath,
+            Some(json!({ "content": "hi" })),
+        )
+        .await;
+        assert_eq!(status, 404, "{e}");
+        let (status, e) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            &mpath,
+            Some(json!({ "content": "   " })),
+        )
+        .await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some("validation_error")),
+            "{e}"
+        );
+        for i in 0..3 {
+            call(
+                &gw,
+                &c.alice,
+                Method::POST,
+                &mpath,
+                Some(json!({ "content": format!("more {i}") })),
+            )
+            .await;
+        }
+        let (_, page) = call(
+            &gw,
+            &c.alice,
+            Method::GET,
+            &format!("{mpath}?limit=2"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (page["totalCount"].as_i64(), page["hasMore"].as_bool()),
+            (Some(5), Some(true)),
+            "{page}"
+        );
+        let texts: Vec<&str> = page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter_map(|m| m["content"].as_str())
+            .collect();
+        assert_eq!(texts, ["more 1", "more 2"]);
+        let oldest = page["messages"][0]["id"].as_str().expect("id");
+        let (_, page) = call(
+            &gw,
+            &c.alice,
+            Method::GET,
+            &format!("{mpath}?limit=10&before={oldest}"),
+            None,
+        )
+        .await;
+        assert_eq!(page["hasMore"], false);
+        assert_eq!(page["messages"].as_array().map(Vec::len), Some(3));
+        assert_eq!(page["messages"][0]["content"], "Where is my refund?");
+
+        // Assign: staff only, once, not when closed.
+        let apath = format!("/api/chat/sessions/{id}/assign");
+        let (status, _) = call(
+            &gw,
+            &c.alice,
+            Method::PUT,
+            &apath,
+            Some(json!({ "agentId": c.agent_id })),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let (status, e) = call(&gw, &c.agent, Method::PUT, &apath, Some(json!({}))).await;
+        assert_eq!(status, 400, "{e}");
+        let (status, _) = call(
+            &gw,
+            &c.agent,
+            Method::PUT,
+            &apath,
+            Some(json!({ "agentId": "999999" })),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, s) = call(
+            &gw,
+            &c.agent,
+            Method::PUT,
+            &apath,
+            Some(json!({ "agentId": c.agent_id })),
+        )
+        .await;
+        assert_eq!(
+            (status, s["agentId"].as_str()),
+            (200, Some(c.agent_id.as_str())),
+            "{s}"
+        );
+        let (status, _) = call(
+            &gw,
+            &c.agent,
+            Method::PUT,
+            &apath,
+            Some(json!({ "agentId": c.agent_id })),
+        )
+        .await;
+        assert_eq!(status, 409);
+
+        // Close: once; then nothing more is posted.
+        let cpath = format!("/api/chat/sessions/{id}/close");
+        let (status, s) = call(&gw, &c.alice, Method::PUT, &cpath, None).await;
+        assert_eq!((status, s["status"].as_str()), (200, Some("closed")), "{s}");
+        assert!(s["endedAt"].is_string());
+        let (status, e) = call(&gw, &c.alice, Method::PUT, &cpath, None).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (409, Some("conflict")),
+            "{e}"
+        );
+        let (status, _) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            &mpath,
+            Some(json!({ "content": "hello?" })),
+        )
+        .await;
+        assert_eq!(status, 409);
+        let (_, list) = call(
+            &gw,
+            &c.alice,
+            Method::GET,
+            "/api/chat/sessions?status=closed",
+            None,
+        )
+        .await;
+        assert_eq!(list["totalCount"], 1);
+
+        // 000's status words and delete.
+        let other = s2["id"].as_str().expect("id");
+        let (status, changed) = call(
+            &gw,
+            &c.alice,
+            Method::PATCH,
+            &format!("/api/chat/sessions/{other}"),
+            Some(json!({ "status": "resolved" })),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (changed["id"].as_str(), changed["status"].as_str()),
+            (Some(other), Some("resolved"))
+        );
+        assert!(changed["updatedAt"].is_string());
+        let (status, _) = call(
+            &gw,
+            &c.alice,
+            Method::PATCH,
+            &format!("/api/chat/sessions/{other}"),
+            Some(json!({ "status": "gone" })),
+        )
+        .await;
+        assert_eq!(status, 400);
+        let (status, _) = call(
+            &gw,
+            &c.bob,
+            Method::DELETE,
+            &format!("/api/chat/sessions/{other}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, done) = call(
+            &gw,
+            &c.alice,
+            Method::DELETE,
+            &format!("/api/chat/sessions/{other}"),
+            None,
+        )
+        .await;
+        assert_eq!((status, done), (200, json!({ "success": true })));
+        assert_eq!(
+            call(
+                &gw,
+                &c.alice,
+                Method::GET,
+                &format!("/api/chat/sessions/{other}"),
+                None
+            )
+            .await
+            .0,
+            404
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_retried_send_creates_one_message() {
+    for kind in databases() {
+        let gw = Gateway::start(kind).await;
+        let token = gw.register_and_login("retrier").await;
+        let (_, s) = call(
+            &gw,
+            &token,
+            Method::POST,
+            "/api/chat/sessions",
+            Some(json!({})),
+        )
+        .await;
+        let path = format!(
+            "/api/chat/sessions/{}/messages",
+            s["id"].as_str().expect("id")
+        );
+        let send = || {
+            gw.http
+                .post(gw.url(&path))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", "3f2a-retry-1")
+                .json(&json!({ "content": "Only once, please" }))
+                .send()
+        };
+        let first: Value = send().await.expect("send").json().await.expect("json");
+        let again: Value = send().await.expect("send").json().await.expect("json");
+        assert_eq!(first["id"], again["id"], "{kind:?}");
+        let (_, page) = call(&gw, &token, Method::GET, &path, None).await;
+        assert_eq!(page["totalCount"], 1, "{kind:?}: {page}");
+    }
+}
