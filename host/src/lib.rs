@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod plugins;
+pub mod realtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;

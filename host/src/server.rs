@@ -40,6 +40,8 @@ pub struct Inner {
     pub health: crate::api::gateway::HealthProbe,
     /// The `[[plugins]]` entries, loaded (or failed) at start-up.
     pub plugins: Arc<crate::plugins::Plugins>,
+    /// Events for the WebSockets.
+    pub bus: crate::realtime::Bus,
     /// When each API key's `last_used_at` was last written (Unix seconds).
     key_use: DashMap<i64, u64>,
 }
@@ -92,6 +94,7 @@ impl AppState {
             openapi: crate::api::openapi_document(),
             health: Default::default(),
             plugins: Arc::new(plugins),
+            bus: Default::default(),
             key_use: DashMap::new(),
         })))
     }
@@ -166,6 +169,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 state.limiter.sweep(unix_now());
+                state.bus.sweep();
                 // Expired plugin key-value entries read as absent already;
                 // this only reclaims their rows.
                 if let Err(e) = state

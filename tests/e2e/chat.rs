@@ -95,7 +95,9 @@ async fn sessions_and_messages_in_both_dialects() {
         .await;
         assert_eq!(status, 200, "{kind:?} {s}");
         assert!(
-            s["id"].is_string() && s["tenantId"].is_string() && s["userId"] == me["id"].to_string()
+            s["id"].is_string()
+                && s["tenantId"].is_string()
+                && s["userId"].as_str().and_then(|u| u.parse::<i64>().ok()) == me["id"].as_i64()
         );
         assert_eq!(
             (s["status"].as_str(), s["priority"].as_str()),
@@ -467,4 +469,238 @@ async fn a_retried_send_creates_one_message() {
         let (_, page) = call(&gw, &token, Method::GET, &path, None).await;
         assert_eq!(page["totalCount"], 1, "{kind:?}: {page}");
     }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/ws/chat/{id}` with a bearer header, or with `?token=`.
+async fn connect(gw: &Gateway, id: &str, token: &str, in_query: bool) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let base = gw.base.replace("http://", "ws://");
+    let url = if in_query {
+        format!("{base}/ws/chat/{id}?token={token}")
+    } else {
+        format!("{base}/ws/chat/{id}")
+    };
+    let mut request = url.into_client_request().expect("request");
+    if !in_query && !token.is_empty() {
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+/// The next JSON event, skipping pings.
+async fn next_event(socket: &mut Socket) -> Value {
+    use futures_util::StreamExt as _;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return serde_json::from_str(&text).expect("json event");
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_clients_get_every_event_in_order() {
+    let gw = Gateway::start(databases()[0]).await;
+    let c = cast(&gw).await;
+    let (_, s) = call(
+        &gw,
+        &c.alice,
+        Method::POST,
+        "/api/chat/sessions",
+        Some(json!({ "subject": "Live" })),
+    )
+    .await;
+    let id = s["id"].as_str().expect("id").to_owned();
+
+    // Who may listen.
+    assert_eq!(connect(&gw, &id, "", false).await.err(), Some(401));
+    assert_eq!(connect(&gw, &id, &c.bob, false).await.err(), Some(404));
+    assert_eq!(connect(&gw, &id, &c.outsider, true).await.err(), Some(404));
+    assert_eq!(
+        connect(&gw, &id, "not-a-token", true).await.err(),
+        Some(401)
+    );
+    let mut sockets = vec![
+        connect(&gw, &id, &c.alice, false)
+            .await
+            .expect("alice by header"),
+        connect(&gw, &id, &c.alice, true)
+            .await
+            .expect("alice by query"),
+        connect(&gw, &id, &c.agent, false).await.expect("agent"),
+    ];
+
+    let mpath = format!("/api/chat/sessions/{id}/messages");
+    for i in 0..20 {
+        let (status, _) = call(
+            &gw,
+            &c.alice,
+            Method::POST,
+            &mpath,
+            Some(json!({ "content": format!("m{i}") })),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = call(
+        &gw,
+        &c.agent,
+        Method::POST,
+        &format!("/api/chat/sessions/{id}/typing"),
+        Some(json!({ "isTyping": true })),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        &gw,
+        &c.alice,
+        Method::PUT,
+        &format!("/api/chat/sessions/{id}/close"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    for socket in &mut sockets {
+        for i in 0..20 {
+            let e = next_event(socket).await;
+            assert_eq!(e["type"], "message", "{e}");
+            assert_eq!(e["data"]["content"], format!("m{i}"));
+            assert_eq!(e["data"]["sender"], "user");
+        }
+        let e = next_event(socket).await;
+        assert_eq!(
+            (e["type"].as_str(), e["data"]["isTyping"].as_bool()),
+            (Some("typing"), Some(true)),
+            "{e}"
+        );
+        assert_eq!(e["data"]["userId"], c.agent_id);
+        let e = next_event(socket).await;
+        assert_eq!(
+            (e["type"].as_str(), e["data"]["status"].as_str()),
+            (Some("session_update"), Some("closed")),
+            "{e}"
+        );
+    }
+
+    // Typing needs a boolean.
+    let (status, _) = call(
+        &gw,
+        &c.agent,
+        Method::POST,
+        &format!("/api/chat/sessions/{id}/typing"),
+        Some(json!({ "isTyping": "yes" })),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn read_receipts_and_stats() {
+    let gw = Gateway::start(databases()[0]).await;
+    let c = cast(&gw).await;
+    let (_, s) = call(
+        &gw,
+        &c.alice,
+        Method::POST,
+        "/api/chat/sessions",
+        Some(json!({})),
+    )
+    .await;
+    let id = s["id"].as_str().expect("id").to_owned();
+    let mpath = format!("/api/chat/sessions/{id}/messages");
+    let (_, question) = call(
+        &gw,
+        &c.alice,
+        Method::POST,
+        &mpath,
+        Some(json!({ "content": "Hello?" })),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (_, answer) = call(
+        &gw,
+        &c.agent,
+        Method::POST,
+        &mpath,
+        Some(json!({ "content": "Hi!" })),
+    )
+    .await;
+
+    // Alice marks both: only the agent's is hers to mark read.
+    let ids = json!({ "messageIds": [question["id"], answer["id"]] });
+    let (status, _) = call(
+        &gw,
+        &c.alice,
+        Method::PUT,
+        &format!("/api/chat/sessions/{id}/read"),
+        Some(ids),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, page) = call(&gw, &c.agent, Method::GET, &mpath, None).await;
+    let read: Vec<(bool, &str)> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["read"].as_bool().unwrap_or_default(),
+                m["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(read, [(false, "sent"), (true, "read")]);
+    let (status, _) = call(
+        &gw,
+        &c.bob,
+        Method::PUT,
+        &format!("/api/chat/sessions/{id}/read"),
+        Some(json!({ "messageIds": [] })),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &gw,
+        &c.alice,
+        Method::PUT,
+        &format!("/api/chat/sessions/{id}/read"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, _) = call(&gw, &c.alice, Method::GET, "/api/chat/stats", None).await;
+    assert_eq!(status, 403);
+    let (status, stats) = call(&gw, &c.agent, Method::GET, "/api/chat/stats", None).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        (
+            stats["totalSessions"].as_i64(),
+            stats["activeSessions"].as_i64(),
+            stats["messagesExchanged"].as_i64()
+        ),
+        (Some(1), Some(1), Some(2))
+    );
+    // About 1.2 s, in minutes.
+    let minutes = stats["averageResponseTime"].as_f64().expect("number");
+    assert!((0.01..=0.05).contains(&minutes), "{stats}");
+    let (_, other) = call(&gw, &c.outsider, Method::GET, "/api/chat/stats", None).await;
+    assert_eq!(other["totalSessions"], 0);
 }

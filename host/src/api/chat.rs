@@ -23,6 +23,7 @@ use crate::domain::conversation::{
     Priority, SenderKind, validate_content, validate_subject, validate_tags,
 };
 use crate::domain::{FieldError, Principal, PrincipalKind, Role};
+use crate::realtime::Topic;
 use crate::server::AppState;
 use crate::store::ConversationFilter;
 
@@ -34,6 +35,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(assign_session))
         .routes(routes!(list_messages, send_session_message))
         .routes(routes!(send_message))
+        .routes(routes!(mark_read))
+        .routes(routes!(typing))
+        .routes(routes!(stats))
+        .routes(routes!(chat_socket))
+}
+
+/// A WebSocket event of `/ws/chat/{sessionId}`.
+#[derive(Serialize)]
+struct Event<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: T,
+}
+
+fn publish_session(state: &AppState, c: &Conversation) {
+    state.bus.publish(
+        Topic::Chat(c.id),
+        &Event {
+            kind: "session_update",
+            data: Session::of(c),
+        },
+    );
 }
 
 pub(crate) fn iso(t: DateTime<Utc>) -> String {
@@ -446,6 +469,7 @@ async fn update_session(
         .set_conversation_status(c.id, status)
         .await?
         .ok_or_else(|| ApiError::not_found("Chat session not found"))?;
+    publish_session(&state, &c);
     Ok(Json(StatusChanged {
         id: c.id.to_string(),
         status: c.status.as_str(),
@@ -507,6 +531,7 @@ async fn close_session(
         .set_conversation_status(c.id, ConversationStatus::Closed)
         .await?
         .ok_or_else(|| ApiError::not_found("Chat session not found"))?;
+    publish_session(&state, &c);
     Ok(Json(Session::of(&c)))
 }
 
@@ -559,7 +584,10 @@ async fn assign_session(
         return Err(ApiError::conflict("Chat session is already assigned"));
     }
     match state.db.assign_conversation(c.id, agent_id).await? {
-        Some(c) => Ok(Json(Session::of(&c))),
+        Some(c) => {
+            publish_session(&state, &c);
+            Ok(Json(Session::of(&c)))
+        }
         // Someone else assigned or closed it in between.
         None => Err(ApiError::conflict(
             "Chat session is already assigned or closed",
@@ -683,7 +711,7 @@ async fn post_message(
     } else {
         SenderKind::Agent
     };
-    let (message, _created) = state
+    let (message, created) = state
         .db
         .insert_message(&NewMessage {
             org_id: c.org_id,
@@ -695,6 +723,15 @@ async fn post_message(
             idempotency_key: key,
         })
         .await?;
+    if created {
+        state.bus.publish(
+            Topic::Chat(c.id),
+            &Event {
+                kind: "message",
+                data: ChatMessage::of(&message),
+            },
+        );
+    }
     Ok(message)
 }
 
@@ -782,4 +819,261 @@ async fn send_message(
     let c = visible_session(&state, &p, &session).await?;
     let m = post_message(&state, &p, &c, content.unwrap_or_default(), &headers).await?;
     Ok(Json(ChatMessage::of(&m)))
+}
+
+/// Marks messages read (001): those the other side wrote. 204.
+#[utoipa::path(
+    put,
+    path = "/api/chat/sessions/{sessionId}/read",
+    tag = "chat",
+    params(("sessionId" = String, Path)),
+    request_body(content = serde_json::Value, description = "`{\"messageIds\": [\"...\"]}`"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Marked"),
+        (status = 400, description = "Invalid body", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such session (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn mark_read(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let c = visible_session(&state, &p, &id).await?;
+    let mut f = Fields::new(&body);
+    let ids = f.optional_str_list("messageIds");
+    if ids.is_none() && body.get("messageIds").is_none_or(|v| v.is_null()) {
+        f.push(FieldError::missing("messageIds"));
+    }
+    let ids = ids.unwrap_or_default();
+    if ids.len() > 500 {
+        f.push(FieldError::new(
+            "messageIds",
+            "at most 500 ids",
+            "value_error.list.max_items",
+        ));
+    }
+    let parsed: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+    if parsed.len() != ids.len() {
+        f.push(FieldError::new(
+            "messageIds",
+            "every id must be a message id",
+            "type_error",
+        ));
+    }
+    f.finish()?;
+    state
+        .db
+        .mark_read(c.id, &parsed, p.role == Role::Customer)
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingEvent {
+    user_id: String,
+    is_typing: bool,
+    timestamp: String,
+}
+
+/// Tells the session's other clients that the caller is typing (001).
+/// Broadcast, never stored. 204.
+#[utoipa::path(
+    post,
+    path = "/api/chat/sessions/{sessionId}/typing",
+    tag = "chat",
+    params(("sessionId" = String, Path)),
+    request_body(content = serde_json::Value, description = "`{\"isTyping\": true}`"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Sent"),
+        (status = 400, description = "Invalid body", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such session (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn typing(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let c = visible_session(&state, &p, &id).await?;
+    let mut f = Fields::new(&body);
+    let is_typing = f.required_bool("isTyping");
+    f.finish()?;
+    let who = match p.kind {
+        PrincipalKind::User(id) => id.to_string(),
+        PrincipalKind::ApiKey(id) => format!("apikey-{id}"),
+    };
+    state.bus.publish(
+        Topic::Chat(c.id),
+        &Event {
+            kind: "typing",
+            data: TypingEvent {
+                user_id: who,
+                is_typing: is_typing.unwrap_or_default(),
+                timestamp: iso(Utc::now()),
+            },
+        },
+    );
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatStats {
+    total_sessions: i64,
+    active_sessions: i64,
+    /// Mean minutes from a customer's message to the next reply by an
+    /// agent or the assistant (0 with no reply yet).
+    average_response_time: f64,
+    messages_exchanged: i64,
+}
+
+/// The organization's chat figures (001), for staff.
+#[utoipa::path(
+    get,
+    path = "/api/chat/stats",
+    tag = "chat",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Figures", body = ChatStats),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "Customers see no statistics", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn stats(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<ChatStats>, ApiError> {
+    if !is_staff(&p) {
+        return Err(ApiError::forbidden(
+            "Only agents and admins see chat statistics",
+        ));
+    }
+    let (total, active, messages) = state.db.chat_counts(p.org_id).await?;
+    let times = state.db.response_times(p.org_id).await?;
+    let average = if times.is_empty() {
+        0.0
+    } else {
+        let minutes = times.iter().sum::<f64>() / times.len() as f64 / 60.0;
+        (minutes * 100.0).round() / 100.0
+    };
+    Ok(Json(ChatStats {
+        total_sessions: total,
+        active_sessions: active,
+        average_response_time: average,
+        messages_exchanged: messages,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SocketQuery {
+    /// The JWT, for clients that cannot set headers on a WebSocket.
+    token: Option<String>,
+}
+
+/// How often an idle socket is pinged; two intervals without any frame
+/// from the client and it is dropped.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(25);
+/// Longest a send to one client may take before that client is dropped.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The principal of a WebSocket handshake: `Authorization: Bearer` (checked
+/// by the middleware) or a `token` query parameter.
+pub(crate) fn socket_principal(
+    state: &AppState,
+    auth: Result<Auth, ApiError>,
+    token: Option<&str>,
+) -> Result<Principal, ApiError> {
+    match (auth, token) {
+        (Ok(Auth(p)), _) => Ok(p),
+        (Err(_), Some(token)) => state
+            .tokens
+            .verify(token)
+            .map_err(|_| ApiError::unauthorized("Could not validate credentials")),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Real-time events of one session (001): `message`, `typing`,
+/// `session_update`, each `{"type", "data"}`.
+#[utoipa::path(
+    get,
+    path = "/ws/chat/{sessionId}",
+    tag = "chat",
+    params(("sessionId" = String, Path), SocketQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such session (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn chat_socket(
+    State(state): State<AppState>,
+    auth: Result<Auth, ApiError>,
+    Path(id): Path<String>,
+    Query(q): Query<SocketQuery>,
+    upgrade: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<axum::response::Response, ApiError> {
+    let p = socket_principal(&state, auth, q.token.as_deref())?;
+    let c = visible_session(&state, &p, &id).await?;
+    let upgrade = upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?;
+    // Subscribe before answering, so no event between the two is lost.
+    let events = state.bus.subscribe(Topic::Chat(c.id));
+    Ok(upgrade.on_upgrade(move |socket| relay(socket, events)))
+}
+
+/// Forwards bus events to one client until it leaves, falls behind, stops
+/// answering pings, or takes too long to accept a frame.
+pub(crate) async fn relay(
+    mut socket: axum::extract::ws::WebSocket,
+    mut events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
+) {
+    use axum::extract::ws::{CloseFrame, Message as Ws};
+    use tokio::sync::broadcast::error::RecvError;
+    metrics::gauge!("websocket_connections").increment(1.0);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_seen = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(frame) => {
+                    let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Text(frame.as_ref().into()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let close = CloseFrame { code: 1013, reason: "too slow: events were dropped; reconnect and reload".into() };
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
+                // Pongs, pings (answered by the library) and client text,
+                // which this protocol does not use: signs of life.
+                Some(Ok(_)) => last_seen = std::time::Instant::now(),
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > PING_EVERY * 2 {
+                    break;
+                }
+                let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        }
+    }
+    metrics::gauge!("websocket_connections").decrement(1.0);
 }

@@ -315,4 +315,91 @@ impl Db {
         })?;
         Ok(count)
     }
+
+    /// Marks the messages `ids` of the conversation read, for a reader on
+    /// the customer's side (`by_customer`) or on the support side: one
+    /// marks only what the other side wrote. Returns the messages marked.
+    pub async fn mark_read(
+        &self,
+        conversation_id: i64,
+        ids: &[i64],
+        by_customer: bool,
+    ) -> Result<Vec<Message>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let list = ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let side = if by_customer { "<>" } else { "=" };
+        let sql = format!(
+            "UPDATE messages SET read_at = $2, status = 'read' WHERE conversation_id = $1 \
+             AND id IN ({list}) AND read_at IS NULL AND NOT is_internal \
+             AND sender_kind {side} 'customer' RETURNING {MESSAGE_COLUMNS}"
+        );
+        let rows: Vec<MessageRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql).bind(conversation_id).bind(now).fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Sessions in the organization, those active, and messages exchanged
+    /// (internal notes excluded).
+    pub async fn chat_counts(&self, org_id: i64) -> Result<(i64, i64, i64), StoreError> {
+        let counts = on_db!(self, pool => {
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE org_id = $1")
+                .bind(org_id)
+                .fetch_one(pool)
+                .await?;
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE org_id = $1 AND status = 'active'",
+            )
+            .bind(org_id)
+            .fetch_one(pool)
+            .await?;
+            let messages: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages WHERE org_id = $1 AND NOT is_internal",
+            )
+            .bind(org_id)
+            .fetch_one(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((total, active, messages))
+        })?;
+        Ok(counts)
+    }
+
+    /// Every response time in the organization, in seconds: from a customer
+    /// message that opens a turn (the first customer message after a reply,
+    /// or the conversation's first) to the next reply by an agent or the
+    /// assistant. Internal notes and system messages are not replies.
+    pub async fn response_times(&self, org_id: i64) -> Result<Vec<f64>, StoreError> {
+        let rows: Vec<(i64, String, DateTime<Utc>)> = on_db!(self, pool => {
+            sqlx::query_as(
+                "SELECT conversation_id, sender_kind, created_at FROM messages \
+                 WHERE org_id = $1 AND NOT is_internal AND sender_kind <> 'system' \
+                 ORDER BY conversation_id, id",
+            )
+            .bind(org_id)
+            .fetch_all(pool)
+            .await
+        })?;
+        let mut times = Vec::new();
+        let mut waiting: Option<(i64, DateTime<Utc>)> = None;
+        for (conversation, kind, at) in rows {
+            if waiting.is_some_and(|(c, _)| c != conversation) {
+                waiting = None;
+            }
+            if kind == "customer" {
+                if waiting.is_none() {
+                    waiting = Some((conversation, at));
+                }
+            } else if let Some((_, asked)) = waiting.take() {
+                times.push((at - asked).num_milliseconds() as f64 / 1000.0);
+            }
+        }
+        Ok(times)
+    }
 }
