@@ -14,6 +14,7 @@ pub mod middleware;
 mod openapi;
 pub mod plugins;
 pub mod rate_limit;
+pub(crate) mod tickets;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +32,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(gateway::router())
         .merge(assistant::router())
         .merge(chat::router())
+        .merge(tickets::router())
         .merge(plugins::router())
         .routes(routes!(openapi_json))
         .routes(routes!(docs))

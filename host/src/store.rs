@@ -10,6 +10,7 @@ mod conversations;
 mod identity;
 mod plugin_kv;
 mod sqlite_reader;
+mod tickets;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseKind};
 pub use conversations::ConversationFilter;
+pub use tickets::{TicketChanges, TicketFilter};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
 macro_rules! on_db {

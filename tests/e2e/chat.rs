@@ -8,15 +8,15 @@ use serde_json::{Value, json};
 
 use crate::common::{Gateway, databases};
 
-struct Cast {
-    alice: String,
-    bob: String,
-    agent: String,
-    agent_id: String,
-    outsider: String,
+pub struct Cast {
+    pub alice: String,
+    pub bob: String,
+    pub agent: String,
+    pub agent_id: String,
+    pub outsider: String,
 }
 
-async fn cast(gw: &Gateway) -> Cast {
+pub async fn cast(gw: &Gateway) -> Cast {
     let alice = gw.register_and_login("alice").await;
     let bob = gw.register_and_login("bob").await;
     let (code, agent_id, err) = gw.cli(&[
@@ -56,7 +56,7 @@ async fn cast(gw: &Gateway) -> Cast {
     }
 }
 
-async fn call(
+pub async fn call(
     gw: &Gateway,
     token: &str,
     method: Method,
@@ -471,7 +471,7 @@ async fn a_retried_send_creates_one_message() {
     }
 }
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens `/ws/chat/{id}` with a bearer header, or with `?token=`.
@@ -500,7 +500,7 @@ async fn connect(gw: &Gateway, id: &str, token: &str, in_query: bool) -> Result<
 }
 
 /// The next JSON event, skipping pings.
-async fn next_event(socket: &mut Socket) -> Value {
+pub async fn next_event(socket: &mut Socket) -> Value {
     use futures_util::StreamExt as _;
     loop {
         let frame = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())

@@ -14,3 +14,4 @@ mod plugins;
 mod rate_limits;
 mod service;
 mod store;
+mod tickets;

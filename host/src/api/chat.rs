@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(typing))
         .routes(routes!(stats))
         .routes(routes!(chat_socket))
+        .routes(routes!(ticket_from_chat))
 }
 
 /// A WebSocket event of `/ws/chat/{sessionId}`.
@@ -1076,4 +1077,71 @@ pub(crate) async fn relay(
         }
     }
     metrics::gauge!("websocket_connections").decrement(1.0);
+}
+
+/// 000's answer to a ticket made from a chat.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatTicket {
+    /// The ticket, as `/v1/tickets/{id}` knows it.
+    ticket_id: String,
+    /// The chat session the ticket belongs to.
+    chat_ticket_id: String,
+    /// The ticket's status (`open` when new).
+    status: &'static str,
+}
+
+/// Turns a chat session into a ticket (000). A session has one ticket:
+/// asking again answers the same ticket.
+#[utoipa::path(
+    post,
+    path = "/api/chat/sessions/{sessionId}/ticket",
+    tag = "chat",
+    params(("sessionId" = String, Path)),
+    request_body(content = serde_json::Value, description = "`{\"title\"?, \"category\"? (id or name), \"priority\"?}`"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The ticket", body = ChatTicket),
+        (status = 400, description = "Invalid body", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such session (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn ticket_from_chat(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<ChatTicket>, ApiError> {
+    let c = visible_session(&state, &p, &id).await?;
+    let mut f = Fields::new(&body);
+    let title = f.optional_str("title");
+    let category = f.optional_str("category");
+    let priority = match f.optional_str("priority") {
+        None => None,
+        Some(text) => Priority::parse(&text).or_else(|| {
+            f.push(FieldError::new(
+                "priority",
+                "must be low, medium or high",
+                "type_error.enum",
+            ));
+            None
+        }),
+    };
+    if title
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > crate::domain::ticket::TITLE_MAX)
+    {
+        f.push(FieldError::new(
+            "title",
+            "must be at most 200 characters",
+            "value_error.any_str.max_length",
+        ));
+    }
+    f.finish()?;
+    let t = crate::api::tickets::ticket_from_chat(&state, &c, title, category, priority).await?;
+    Ok(Json(ChatTicket {
+        ticket_id: t.id.to_string(),
+        chat_ticket_id: c.id.to_string(),
+        status: t.status.as_str(),
+    }))
 }

@@ -1,0 +1,751 @@
+//! 004 `/v1`: tickets, their messages (with internal notes), categories,
+//! and `/ws/tickets/{ticketId}`.
+//!
+//! Errors are `{"detail": "..."}`. Ids are decimal strings; a malformed or
+//! foreign id answers 404. Internal notes (`is_internal`) exist for staff
+//! only: customers never see them, in lists or in events.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::chat::{ChatMessage, iso, relay, socket_principal};
+use crate::api::error::ApiError;
+use crate::api::extract::{Auth, Body, Fields};
+use crate::domain::conversation::{Message, NewMessage, Priority, SenderKind, validate_content};
+use crate::domain::ticket::{
+    Category, DESCRIPTION_MAX, NewTicket, TITLE_MAX, Ticket, TicketStatus,
+};
+use crate::domain::{FieldError, Principal, PrincipalKind, Role};
+use crate::realtime::Topic;
+use crate::server::AppState;
+use crate::store::{StoreError, TicketChanges, TicketFilter};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tickets, create_ticket))
+        .routes(routes!(get_ticket, update_ticket))
+        .routes(routes!(list_ticket_messages, send_ticket_message))
+        .routes(routes!(list_categories, create_category))
+        .routes(routes!(ticket_socket))
+}
+
+/// A ticket as 004 shows it.
+#[derive(Serialize, ToSchema)]
+pub struct TicketView {
+    id: String,
+    title: String,
+    description: String,
+    /// `open`, `in_progress`, `resolved` or `closed`.
+    status: &'static str,
+    /// `low`, `medium` or `high`.
+    priority: &'static str,
+    category_id: Option<String>,
+    customer_id: String,
+    /// The chat session (conversation) the ticket belongs to.
+    session_id: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl TicketView {
+    pub fn of(t: &Ticket) -> TicketView {
+        TicketView {
+            id: t.id.to_string(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+            status: t.status.as_str(),
+            priority: t.priority.as_str(),
+            category_id: t.category_id.map(|c| c.to_string()),
+            customer_id: t.customer_id.to_string(),
+            session_id: t.conversation_id.to_string(),
+            created_at: iso(t.created_at),
+            updated_at: iso(t.updated_at),
+        }
+    }
+}
+
+/// A ticket message as 004 shows it.
+#[derive(Serialize, ToSchema)]
+pub struct TicketMessage {
+    id: String,
+    ticket_id: String,
+    content: String,
+    /// An internal note: staff only.
+    is_internal: bool,
+    /// `customer`, `agent`, `assistant` or `system`.
+    sender: &'static str,
+    sender_id: Option<String>,
+    created_at: String,
+}
+
+impl TicketMessage {
+    fn of(ticket: &Ticket, m: &Message) -> TicketMessage {
+        TicketMessage {
+            id: m.id.to_string(),
+            ticket_id: ticket.id.to_string(),
+            content: m.content.clone(),
+            is_internal: m.is_internal,
+            sender: m.sender_kind.as_str(),
+            sender_id: m.sender_id.map(|s| s.to_string()),
+            created_at: iso(m.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CategoryView {
+    id: String,
+    name: String,
+    description: String,
+}
+
+impl CategoryView {
+    fn of(c: &Category) -> CategoryView {
+        CategoryView {
+            id: c.id.to_string(),
+            name: c.name.clone(),
+            description: c.description.clone(),
+        }
+    }
+}
+
+/// A `/ws/tickets` event: `ticket.updated` or `message.received`, named
+/// under both `event` and `type`.
+#[derive(Serialize)]
+struct Event<'a, T: Serialize> {
+    event: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: T,
+}
+
+fn is_staff(p: &Principal) -> bool {
+    matches!(p.role, Role::Admin | Role::Agent | Role::Service)
+}
+
+fn user_id(p: &Principal) -> Option<i64> {
+    match p.kind {
+        PrincipalKind::User(id) => Some(id),
+        PrincipalKind::ApiKey(_) => None,
+    }
+}
+
+fn parse_id(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().filter(|n| *n > 0)
+}
+
+async fn visible_ticket(state: &AppState, p: &Principal, id: &str) -> Result<Ticket, ApiError> {
+    let not_found = || ApiError::not_found("Resource not found");
+    let id = parse_id(id).ok_or_else(not_found)?;
+    match state.db.ticket(id).await? {
+        Some(t) if t.visible_to(p) => Ok(t),
+        _ => Err(not_found()),
+    }
+}
+
+/// A category id of the caller's organization, or a field error.
+async fn own_category(state: &AppState, p: &Principal, id: i64) -> Result<bool, ApiError> {
+    Ok(state
+        .db
+        .category(id)
+        .await?
+        .is_some_and(|c| c.org_id == p.org_id))
+}
+
+fn publish_ticket(state: &AppState, t: &Ticket) {
+    let event = Event {
+        event: "ticket.updated",
+        kind: "ticket.updated",
+        data: TicketView::of(t),
+    };
+    state.bus.publish(Topic::TicketStaff(t.id), &event);
+    state.bus.publish(Topic::TicketCustomer(t.id), &event);
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketQuery {
+    /// `open`, `in_progress`, `resolved` or `closed`.
+    status: Option<String>,
+    /// A category id.
+    category: Option<String>,
+    /// `low`, `medium` or `high`.
+    priority: Option<String>,
+    /// From 1 (default 1).
+    page: Option<String>,
+    /// 1 to 100 (default 20).
+    limit: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketPage {
+    items: Vec<TicketView>,
+    total: i64,
+    page: i64,
+    pages: i64,
+}
+
+/// Lists tickets: a customer's own, or (staff) the organization's.
+#[utoipa::path(
+    get,
+    path = "/v1/tickets",
+    tag = "tickets",
+    params(TicketQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "One page, newest first", body = TicketPage),
+        (status = 400, description = "Invalid parameters", body = crate::api::openapi::DetailError),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn list_tickets(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<TicketQuery>,
+) -> Result<Json<TicketPage>, ApiError> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: &str| {
+        errors.push(FieldError::new(field, message, "value_error"));
+    };
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => TicketStatus::parse(s).or_else(|| {
+            bad("status", "must be open, in_progress, resolved or closed");
+            None
+        }),
+    };
+    let priority = match q.priority.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Priority::parse(s).or_else(|| {
+            bad("priority", "must be low, medium or high");
+            None
+        }),
+    };
+    let category_id = match q.category.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => parse_id(s).or_else(|| {
+            bad("category", "must be a category id");
+            None
+        }),
+    };
+    let page = match q.page.as_deref().filter(|s| !s.is_empty()) {
+        None => 1,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .unwrap_or_else(|| {
+                bad("page", "must be a whole number from 1");
+                1
+            }),
+    };
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        None => 20,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .unwrap_or_else(|| {
+                bad("limit", "must be a whole number from 1 to 100");
+                20
+            }),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    let filter = TicketFilter {
+        org_id: p.org_id,
+        customer_id: if is_staff(&p) {
+            None
+        } else {
+            user_id(&p).or(Some(0))
+        },
+        status,
+        category_id,
+        priority,
+    };
+    let (rows, total) = state
+        .db
+        .list_tickets(&filter, (page - 1) * limit, limit)
+        .await?;
+    Ok(Json(TicketPage {
+        items: rows.iter().map(TicketView::of).collect(),
+        total,
+        page,
+        pages: (total + limit - 1) / limit,
+    }))
+}
+
+/// Request body of `POST /v1/tickets`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateTicket {
+    title: String,
+    description: Option<String>,
+    category_id: Option<String>,
+    /// `low`, `medium` (default) or `high`.
+    priority: Option<String>,
+    /// Staff only: the customer the ticket is for (default: the caller).
+    customer_id: Option<String>,
+}
+
+/// Opens a ticket.
+#[utoipa::path(
+    post,
+    path = "/v1/tickets",
+    tag = "tickets",
+    request_body = CreateTicket,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The new ticket", body = TicketView),
+        (status = 400, description = "Invalid body", body = crate::api::openapi::DetailError),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn create_ticket(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Body(body): Body,
+) -> Result<Json<TicketView>, ApiError> {
+    let mut f = Fields::new(&body);
+    let title = f.required_str("title").map(|t| t.trim().to_owned());
+    let description = f.optional_str("description").unwrap_or_default();
+    let category = f.optional_id("category_id").flatten();
+    let priority = f.optional_str("priority");
+    let for_customer = f.optional_id("customer_id").flatten();
+    if title
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
+    {
+        f.push(FieldError::new(
+            "title",
+            format!("must be 1 to {TITLE_MAX} characters"),
+            "value_error",
+        ));
+    }
+    if description.chars().count() > DESCRIPTION_MAX {
+        f.push(FieldError::new(
+            "description",
+            format!("must be at most {DESCRIPTION_MAX} characters"),
+            "value_error",
+        ));
+    }
+    let priority = match priority.as_deref() {
+        None => Priority::Medium,
+        Some(s) => Priority::parse(s).unwrap_or_else(|| {
+            f.push(FieldError::new(
+                "priority",
+                "must be low, medium or high",
+                "value_error",
+            ));
+            Priority::Medium
+        }),
+    };
+    f.finish()?;
+    if let Some(id) = category
+        && !own_category(&state, &p, id).await?
+    {
+        return Err(ApiError::validation("category_id: no such category"));
+    }
+    let customer_id = match (for_customer, user_id(&p)) {
+        (Some(id), _) if is_staff(&p) => match state.db.user_by_id(id).await? {
+            Some(u) if u.org_id == p.org_id => u.id,
+            _ => return Err(ApiError::validation("customer_id: no such customer")),
+        },
+        (Some(_), _) => return Err(ApiError::forbidden("Insufficient permissions")),
+        (None, Some(id)) => id,
+        (None, None) => {
+            return Err(ApiError::validation(
+                "customer_id is required for an API key",
+            ));
+        }
+    };
+    let (t, _) = state
+        .db
+        .create_ticket(&NewTicket {
+            org_id: p.org_id,
+            conversation_id: None,
+            customer_id,
+            title: title.unwrap_or_default(),
+            description,
+            priority,
+            category_id: category,
+        })
+        .await?;
+    Ok(Json(TicketView::of(&t)))
+}
+
+/// One ticket.
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{ticket_id}",
+    tag = "tickets",
+    params(("ticket_id" = String, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The ticket", body = TicketView),
+        (status = 404, description = "No such ticket (or not yours)", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn get_ticket(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<TicketView>, ApiError> {
+    Ok(Json(TicketView::of(
+        &visible_ticket(&state, &p, &id).await?,
+    )))
+}
+
+/// Changes a ticket's status or details (staff); `ticket.updated` follows.
+#[utoipa::path(
+    patch,
+    path = "/v1/tickets/{ticket_id}",
+    tag = "tickets",
+    params(("ticket_id" = String, Path)),
+    request_body(content = serde_json::Value, description = "Any of `title`, `description`, `status`, `priority`, `category_id` (null clears it)"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The ticket", body = TicketView),
+        (status = 400, description = "Invalid body", body = crate::api::openapi::DetailError),
+        (status = 403, description = "Customers cannot change tickets", body = crate::api::openapi::DetailError),
+        (status = 404, description = "No such ticket (or not yours)", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn update_ticket(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<Json<TicketView>, ApiError> {
+    let t = visible_ticket(&state, &p, &id).await?;
+    if !is_staff(&p) {
+        return Err(ApiError::forbidden("Insufficient permissions"));
+    }
+    let mut f = Fields::new(&body);
+    let mut changes = TicketChanges {
+        title: f.optional_str("title").map(|t| t.trim().to_owned()),
+        description: f.optional_str("description"),
+        ..Default::default()
+    };
+    if let Some(s) = f.optional_str("status") {
+        changes.status = TicketStatus::parse(&s);
+        if changes.status.is_none() {
+            f.push(FieldError::new(
+                "status",
+                "must be open, in_progress, resolved or closed",
+                "value_error",
+            ));
+        }
+    }
+    if let Some(s) = f.optional_str("priority") {
+        changes.priority = Priority::parse(&s);
+        if changes.priority.is_none() {
+            f.push(FieldError::new(
+                "priority",
+                "must be low, medium or high",
+                "value_error",
+            ));
+        }
+    }
+    if body.contains_key("category_id") {
+        changes.category_id = f.optional_id("category_id");
+    }
+    if changes
+        .title
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
+    {
+        f.push(FieldError::new(
+            "title",
+            format!("must be 1 to {TITLE_MAX} characters"),
+            "value_error",
+        ));
+    }
+    f.finish()?;
+    if let Some(Some(c)) = changes.category_id
+        && !own_category(&state, &p, c).await?
+    {
+        return Err(ApiError::validation("category_id: no such category"));
+    }
+    let t = state
+        .db
+        .update_ticket(t.id, &changes)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Resource not found"))?;
+    publish_ticket(&state, &t);
+    Ok(Json(TicketView::of(&t)))
+}
+
+/// A ticket's messages, oldest first (internal notes for staff only).
+#[utoipa::path(
+    get,
+    path = "/v1/tickets/{ticket_id}/messages",
+    tag = "tickets",
+    params(("ticket_id" = String, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Messages", body = Vec<TicketMessage>),
+        (status = 404, description = "No such ticket (or not yours)", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn list_ticket_messages(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<TicketMessage>>, ApiError> {
+    let t = visible_ticket(&state, &p, &id).await?;
+    let (messages, _) = state
+        .db
+        .list_messages(t.conversation_id, is_staff(&p), None, 1000)
+        .await?;
+    Ok(Json(
+        messages.iter().map(|m| TicketMessage::of(&t, m)).collect(),
+    ))
+}
+
+/// Adds a message to a ticket; staff may add internal notes.
+#[utoipa::path(
+    post,
+    path = "/v1/tickets/{ticket_id}/messages",
+    tag = "tickets",
+    params(("ticket_id" = String, Path)),
+    request_body(content = serde_json::Value, description = "`{\"content\": \"...\", \"is_internal\": false}`"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The message", body = TicketMessage),
+        (status = 400, description = "Invalid body", body = crate::api::openapi::DetailError),
+        (status = 403, description = "Customers cannot write internal notes", body = crate::api::openapi::DetailError),
+        (status = 404, description = "No such ticket (or not yours)", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn send_ticket_message(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    Body(body): Body,
+) -> Result<Json<TicketMessage>, ApiError> {
+    let t = visible_ticket(&state, &p, &id).await?;
+    let mut f = Fields::new(&body);
+    let content = f.required_str("content");
+    let is_internal = match body.get("is_internal") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => {
+            f.push(FieldError::new(
+                "is_internal",
+                "must be true or false",
+                "type_error.bool",
+            ));
+            false
+        }
+    };
+    if let Some(text) = &content
+        && let Err(e) = validate_content("content", text)
+    {
+        f.push(e);
+    }
+    f.finish()?;
+    if is_internal && !is_staff(&p) {
+        return Err(ApiError::forbidden("Insufficient permissions"));
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(str::to_owned);
+    let (m, created) = state
+        .db
+        .insert_message(&NewMessage {
+            org_id: t.org_id,
+            conversation_id: t.conversation_id,
+            sender_kind: if p.role == Role::Customer {
+                SenderKind::Customer
+            } else {
+                SenderKind::Agent
+            },
+            sender_id: user_id(&p),
+            content: content.unwrap_or_default(),
+            is_internal,
+            idempotency_key: key,
+        })
+        .await?;
+    if created {
+        let event = Event {
+            event: "message.received",
+            kind: "message.received",
+            data: TicketMessage::of(&t, &m),
+        };
+        state.bus.publish(Topic::TicketStaff(t.id), &event);
+        if !m.is_internal {
+            state.bus.publish(Topic::TicketCustomer(t.id), &event);
+            // The chat the ticket belongs to sees it as a chat message.
+            state.bus.publish(
+                Topic::Chat(t.conversation_id),
+                &serde_json::json!({ "type": "message", "data": ChatMessage::of(&m) }),
+            );
+        }
+    }
+    Ok(Json(TicketMessage::of(&t, &m)))
+}
+
+/// The organization's ticket categories.
+#[utoipa::path(
+    get,
+    path = "/v1/categories",
+    tag = "tickets",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Categories, by name", body = Vec<CategoryView>),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn list_categories(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+) -> Result<Json<Vec<CategoryView>>, ApiError> {
+    let list = state.db.categories(p.org_id).await?;
+    Ok(Json(list.iter().map(CategoryView::of).collect()))
+}
+
+/// Adds a category (admins and agents).
+#[utoipa::path(
+    post,
+    path = "/v1/categories",
+    tag = "tickets",
+    request_body(content = serde_json::Value, description = "`{\"name\": \"Billing\", \"description\": \"...\"}`"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The category", body = CategoryView),
+        (status = 400, description = "Invalid body, or the name exists", body = crate::api::openapi::DetailError),
+        (status = 403, description = "Customers cannot add categories", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn create_category(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Body(body): Body,
+) -> Result<Json<CategoryView>, ApiError> {
+    if !is_staff(&p) {
+        return Err(ApiError::forbidden("Insufficient permissions"));
+    }
+    let mut f = Fields::new(&body);
+    let name = f.required_str("name").map(|n| n.trim().to_owned());
+    let description = f.optional_str("description").unwrap_or_default();
+    if name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > 100)
+    {
+        f.push(FieldError::new(
+            "name",
+            "must be 1 to 100 characters",
+            "value_error",
+        ));
+    }
+    f.finish()?;
+    match state
+        .db
+        .create_category(p.org_id, &name.unwrap_or_default(), description.trim())
+        .await
+    {
+        Ok(c) => Ok(Json(CategoryView::of(&c))),
+        Err(StoreError::Conflict(_)) => {
+            Err(ApiError::validation("A category with this name exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SocketQuery {
+    /// The JWT, for clients that cannot set headers on a WebSocket.
+    token: Option<String>,
+}
+
+/// Real-time events of one ticket: `ticket.updated`, `message.received`
+/// (internal notes to staff only), each `{"event", "type", "data"}`.
+#[utoipa::path(
+    get,
+    path = "/ws/tickets/{ticket_id}",
+    tag = "tickets",
+    params(("ticket_id" = String, Path), SocketQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::DetailError),
+        (status = 404, description = "No such ticket (or not yours)", body = crate::api::openapi::DetailError),
+    )
+)]
+async fn ticket_socket(
+    State(state): State<AppState>,
+    auth: Result<Auth, ApiError>,
+    Path(id): Path<String>,
+    Query(q): Query<SocketQuery>,
+    upgrade: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<axum::response::Response, ApiError> {
+    let p = socket_principal(&state, auth, q.token.as_deref())?;
+    let t = visible_ticket(&state, &p, &id).await?;
+    let upgrade = upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?;
+    let topic = if is_staff(&p) {
+        Topic::TicketStaff(t.id)
+    } else {
+        Topic::TicketCustomer(t.id)
+    };
+    let events = state.bus.subscribe(topic);
+    Ok(upgrade.on_upgrade(move |socket| relay(socket, events)))
+}
+
+/// Turns chat session `c` into a ticket (000); a session has one ticket,
+/// so asking again answers the same one.
+pub async fn ticket_from_chat(
+    state: &AppState,
+    c: &crate::domain::conversation::Conversation,
+    title: Option<String>,
+    category: Option<String>,
+    priority: Option<Priority>,
+) -> Result<Ticket, ApiError> {
+    let category_id = match category.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => {
+            // A category id, or a category name of the organization.
+            let all = state.db.categories(c.org_id).await?;
+            match all
+                .iter()
+                .find(|k| k.id.to_string() == text || k.name.eq_ignore_ascii_case(text))
+            {
+                Some(k) => Some(k.id),
+                None => return Err(ApiError::validation("category: no such category")),
+            }
+        }
+    };
+    let title = title
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| c.subject.clone())
+        .unwrap_or_else(|| format!("Chat session {}", c.id));
+    let (t, created) = state
+        .db
+        .create_ticket(&NewTicket {
+            org_id: c.org_id,
+            conversation_id: Some(c.id),
+            customer_id: c.customer_id,
+            title: title.chars().take(TITLE_MAX).collect(),
+            description: String::new(),
+            priority: priority.unwrap_or(c.priority),
+            category_id,
+        })
+        .await?;
+    if created {
+        publish_ticket(state, &t);
+    }
+    Ok(t)
+}
