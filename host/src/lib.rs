@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod plugins;
 pub mod realtime;
 pub mod server;

@@ -42,6 +42,8 @@ pub struct Inner {
     pub plugins: Arc<crate::plugins::Plugins>,
     /// Events for the WebSockets.
     pub bus: crate::realtime::Bus,
+    /// Attachment bytes under the data dir.
+    pub files: crate::files::FileStore,
     /// When each API key's `last_used_at` was last written (Unix seconds).
     key_use: DashMap<i64, u64>,
 }
@@ -83,6 +85,7 @@ impl AppState {
             .await
             .context("loading the plugins")?
         };
+        let files = crate::files::FileStore::new(&config.storage.data_dir);
         Ok(AppState(Arc::new(Inner {
             config: Arc::new(config),
             db,
@@ -95,6 +98,7 @@ impl AppState {
             health: Default::default(),
             plugins: Arc::new(plugins),
             bus: Default::default(),
+            files,
             key_use: DashMap::new(),
         })))
     }
@@ -170,6 +174,12 @@ pub async fn serve(
                 tick.tick().await;
                 state.limiter.sweep(unix_now());
                 state.bus.sweep();
+                // Files whose rows went with a deleted organization or
+                // session (cascades), once they are an hour old.
+                state
+                    .files
+                    .sweep(&state.db, Duration::from_secs(3600))
+                    .await;
                 // Expired plugin key-value entries read as absent already;
                 // this only reclaims their rows.
                 if let Err(e) = state

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
 };
 
 use crate::config::{DatabaseConfig, DatabaseKind};
-pub use conversations::ConversationFilter;
+pub use conversations::{ConversationFilter, NewAttachment};
 pub use tickets::{TicketChanges, TicketFilter};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`.

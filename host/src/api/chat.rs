@@ -19,22 +19,35 @@ use utoipa_axum::routes;
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::domain::conversation::{
-    Conversation, ConversationStatus, IDEMPOTENCY_KEY_MAX, Message, NewConversation, NewMessage,
-    Priority, SenderKind, validate_content, validate_subject, validate_tags,
+    Attachment, Conversation, ConversationStatus, FILE_MAX_BYTES, FILES_PER_MESSAGE,
+    IDEMPOTENCY_KEY_MAX, Message, NewConversation, NewMessage, Priority, SenderKind,
+    validate_content, validate_subject, validate_tags,
 };
 use crate::domain::{FieldError, Principal, PrincipalKind, Role};
 use crate::realtime::Topic;
 use crate::server::AppState;
 use crate::store::ConversationFilter;
+use crate::store::NewAttachment;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    // Routes that take files get a body limit of their own; each file is
+    // still refused as soon as it passes 5 MB.
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(list_messages, send_session_message))
+        .routes(routes!(upload_file))
+        .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_MAX_BYTES));
+    let base64 = OpenApiRouter::new()
+        .routes(routes!(send_message))
+        .layer(axum::extract::DefaultBodyLimit::max(BASE64_MAX_BYTES));
     OpenApiRouter::new()
+        .merge(uploads)
+        .merge(base64)
         .routes(routes!(list_sessions, create_session))
         .routes(routes!(get_session, update_session, delete_session))
         .routes(routes!(close_session))
         .routes(routes!(assign_session))
-        .routes(routes!(list_messages, send_session_message))
-        .routes(routes!(send_message))
+        .routes(routes!(delete_file))
+        .routes(routes!(download))
         .routes(routes!(mark_read))
         .routes(routes!(typing))
         .routes(routes!(stats))
@@ -124,10 +137,67 @@ pub struct ChatMessage {
     read: bool,
     /// `sent`, `delivered`, `read` or `failed`.
     status: String,
-    attachments: Vec<serde_json::Value>,
+    attachments: Vec<AttachmentView>,
+}
+
+/// A file in the union of 000's and 001's fields.
+#[derive(Serialize, ToSchema, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentView {
+    id: String,
+    /// 001: where to download it (authenticated).
+    url: String,
+    /// 000: the same.
+    file_url: String,
+    /// 001: the checked content type.
+    #[serde(rename = "type")]
+    kind: String,
+    /// 000: the same.
+    file_type: String,
+    /// 001: the name the sender gave.
+    name: String,
+    /// 000: the same.
+    file_name: String,
+    /// Bytes.
+    size: i64,
+    /// Width and height of images.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AttachmentView {
+    pub fn of(a: &Attachment) -> AttachmentView {
+        let url = format!("/api/chat/attachments/{}", a.id);
+        let mut metadata = serde_json::Map::new();
+        if let (Some(w), Some(h)) = (a.width, a.height) {
+            metadata.insert("width".into(), w.into());
+            metadata.insert("height".into(), h.into());
+        }
+        AttachmentView {
+            id: a.id.to_string(),
+            url: url.clone(),
+            file_url: url,
+            kind: a.content_type.clone(),
+            file_type: a.content_type.clone(),
+            name: a.file_name.clone(),
+            file_name: a.file_name.clone(),
+            size: a.size,
+            metadata,
+        }
+    }
 }
 
 impl ChatMessage {
+    pub fn with_files(m: &Message, files: &[Attachment]) -> ChatMessage {
+        let mut view = ChatMessage::of(m);
+        view.attachments = files
+            .iter()
+            .filter(|a| a.message_id == Some(m.id))
+            .map(AttachmentView::of)
+            .collect();
+        view
+    }
+
     pub fn of(m: &Message) -> ChatMessage {
         let read = m.read_at.is_some();
         ChatMessage {
@@ -501,7 +571,9 @@ async fn delete_session(
     Path(id): Path<String>,
 ) -> Result<Json<Success>, ApiError> {
     let c = visible_session(&state, &p, &id).await?;
+    let digests = state.db.conversation_digests(c.id).await?;
     state.db.delete_conversation(c.id).await?;
+    state.files.release(&state.db, &digests).await;
     Ok(Json(Success { success: true }))
 }
 
@@ -674,8 +746,13 @@ async fn list_messages(
         .list_messages(c.id, internal, before, limit)
         .await?;
     let total = state.db.count_messages(c.id, internal).await?;
+    let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+    let files = state.db.attachments_of(&ids).await?;
     Ok(Json(MessageList {
-        messages: messages.iter().map(ChatMessage::of).collect(),
+        messages: messages
+            .iter()
+            .map(|m| ChatMessage::with_files(m, &files))
+            .collect(),
         total_count: total,
         has_more,
     }))
@@ -688,7 +765,8 @@ async fn post_message(
     c: &Conversation,
     content: String,
     headers: &HeaderMap,
-) -> Result<Message, ApiError> {
+    uploads: Vec<Upload>,
+) -> Result<ChatMessage, ApiError> {
     if !c.status.is_open() {
         return Err(ApiError::conflict(
             "Chat session is closed and accepts no new messages",
@@ -712,28 +790,42 @@ async fn post_message(
     } else {
         SenderKind::Agent
     };
-    let (message, created) = state
+    // The bytes first (content-addressed, harmless if the row never
+    // comes), then the message and its files in one transaction.
+    let mut files = Vec::with_capacity(uploads.len());
+    for u in uploads {
+        files.push(store_upload(state, u).await?);
+    }
+    let (message, created, attached) = state
         .db
-        .insert_message(&NewMessage {
-            org_id: c.org_id,
-            conversation_id: c.id,
-            sender_kind,
-            sender_id: user_id(p),
-            content,
-            is_internal: false,
-            idempotency_key: key,
-        })
+        .insert_message_with_files(
+            &NewMessage {
+                org_id: c.org_id,
+                conversation_id: c.id,
+                sender_kind,
+                sender_id: user_id(p),
+                content,
+                is_internal: false,
+                idempotency_key: key,
+            },
+            &files,
+        )
         .await?;
+    let view = ChatMessage::with_files(&message, &attached);
     if created {
         state.bus.publish(
             Topic::Chat(c.id),
             &Event {
                 kind: "message",
-                data: ChatMessage::of(&message),
+                data: &view,
             },
         );
+    } else {
+        // A retry: the files sent again are not recorded twice.
+        let digests: Vec<String> = files.into_iter().map(|f| f.sha256).collect();
+        state.files.release(&state.db, &digests).await;
     }
-    Ok(message)
+    Ok(view)
 }
 
 /// Sends a message into a session (001). Text as JSON `{"content"}`.
@@ -757,19 +849,167 @@ async fn send_session_message(
     Auth(p): Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Body(body): Body,
+    request: axum::extract::Request,
 ) -> Result<Json<ChatMessage>, ApiError> {
     let c = visible_session(&state, &p, &id).await?;
-    let mut f = Fields::new(&body);
-    let content = f.required_str("content");
-    if let Some(text) = &content
-        && let Err(e) = validate_content("content", text)
+    let (content, uploads) = if is_multipart(&headers) {
+        let (mut fields, uploads) = read_multipart(request, &state).await?;
+        (fields.remove("content"), uploads)
+    } else {
+        use axum::extract::FromRequest as _;
+        let Body(body) = Body::from_request(request, &state).await?;
+        let mut f = Fields::new(&body);
+        let content = f.required_str("content");
+        f.finish()?;
+        (content, Vec::new())
+    };
+    let mut errors = Vec::new();
+    // With files, the text may be empty.
+    let content = content.unwrap_or_default();
+    if (uploads.is_empty() || !content.is_empty())
+        && let Err(e) = validate_content("content", &content)
     {
-        f.push(e);
+        errors.push(e);
     }
-    f.finish()?;
-    let m = post_message(&state, &p, &c, content.unwrap_or_default(), &headers).await?;
-    Ok(Json(ChatMessage::of(&m)))
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    let m = post_message(&state, &p, &c, content, &headers, uploads).await?;
+    Ok(Json(m))
+}
+
+/// The largest upload body: ten files of 5 MB and the form around them.
+pub const UPLOAD_MAX_BYTES: usize = FILES_PER_MESSAGE * FILE_MAX_BYTES + 1024 * 1024;
+/// The largest body of 000's message send: ten files in base64.
+pub const BASE64_MAX_BYTES: usize = FILES_PER_MESSAGE * (FILE_MAX_BYTES / 3 * 4 + 4) + 1024 * 1024;
+
+/// One file read from a request, not yet stored.
+pub struct Upload {
+    file_name: String,
+    declared_type: Option<String>,
+    bytes: Vec<u8>,
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+fn too_large(message: impl Into<String>) -> ApiError {
+    ApiError::new(crate::api::error::ErrorCode::PayloadTooLarge, message)
+}
+
+/// A file name fit to show: the last path segment, no control characters,
+/// at most 255 characters.
+fn clean_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
+    if cleaned.trim().is_empty() || cleaned == "." || cleaned == ".." {
+        "file".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Reads a multipart form: its text fields, and its files, each refused as
+/// soon as it passes 5 MB (so a huge body is never buffered), at most ten.
+async fn read_multipart(
+    request: axum::extract::Request,
+    state: &AppState,
+) -> Result<(std::collections::HashMap<String, String>, Vec<Upload>), ApiError> {
+    use axum::extract::FromRequest as _;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > UPLOAD_MAX_BYTES) {
+        return Err(too_large(format!(
+            "At most {FILES_PER_MESSAGE} files of {} MB each",
+            FILE_MAX_BYTES >> 20
+        )));
+    }
+    let mut form = axum::extract::Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::validation(format!("Invalid multipart body: {}", e.body_text())))?;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            too_large("The request body is too large")
+        } else {
+            ApiError::validation(format!("Invalid multipart body: {}", e.body_text()))
+        }
+    };
+    let mut fields = std::collections::HashMap::new();
+    let mut uploads = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if let Some(file_name) = field.file_name().map(clean_name) {
+            if uploads.len() == FILES_PER_MESSAGE {
+                return Err(ApiError::invalid_fields(vec![FieldError::new(
+                    "attachments",
+                    format!("at most {FILES_PER_MESSAGE} files per message"),
+                    "value_error.list.max_items",
+                )]));
+            }
+            let declared_type = field.content_type().map(str::to_owned);
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                if bytes.len() + chunk.len() > FILE_MAX_BYTES {
+                    return Err(too_large(format!(
+                        "{file_name:?} is larger than {} MB",
+                        FILE_MAX_BYTES >> 20
+                    )));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            uploads.push(Upload {
+                file_name,
+                declared_type,
+                bytes,
+            });
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                if text.len() + chunk.len() > 64 * 1024 {
+                    return Err(ApiError::validation(format!("Field {name:?} is too long")));
+                }
+                text.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(text)
+                .map_err(|_| ApiError::validation(format!("Field {name:?} is not UTF-8 text")))?;
+            fields.insert(name, text);
+        }
+    }
+    Ok((fields, uploads))
+}
+
+/// Checks a file's type against its bytes and writes it to disk.
+async fn store_upload(state: &AppState, u: Upload) -> Result<NewAttachment, ApiError> {
+    if u.bytes.is_empty() {
+        return Err(ApiError::invalid_fields(vec![FieldError::new(
+            "attachments",
+            format!("{:?} is empty", u.file_name),
+            "value_error",
+        )]));
+    }
+    let found =
+        crate::files::inspect(&u.bytes, u.declared_type.as_deref(), &u.file_name).map_err(|e| {
+            ApiError::invalid_fields(vec![FieldError::new("attachments", e, "value_error")])
+        })?;
+    let sha256 = state.files.put(&u.bytes).await.map_err(|e| {
+        tracing::error!(error = %e, "could not write a file");
+        ApiError::internal()
+    })?;
+    Ok(NewAttachment {
+        file_name: u.file_name,
+        content_type: found.content_type,
+        size: i64::try_from(u.bytes.len()).unwrap_or(i64::MAX),
+        sha256,
+        width: found.width,
+        height: found.height,
+    })
 }
 
 /// Sends a message (000): `{"sessionId", "content"}`.
@@ -798,28 +1038,90 @@ async fn send_message(
         f.push(FieldError::missing("sessionId"));
     }
     let content = f.required_str("content");
+    let has_files = body
+        .get("attachments")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| !a.is_empty());
     if let Some(text) = &content
+        && !(has_files && text.is_empty())
         && let Err(e) = validate_content("content", text)
     {
         f.push(e);
     }
-    if body
-        .get("attachments")
-        .is_some_and(|a| !a.is_null() && a.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        // Base64 attachments arrive with the file store; until then they
-        // are refused rather than dropped.
-        f.push(FieldError::new(
-            "attachments",
-            "attachments are not accepted yet by this gateway",
-            "value_error",
-        ));
-    }
+    let uploads = base64_uploads(&body, &mut f)?;
     f.finish()?;
     let session = session.flatten().unwrap_or_default().to_string();
     let c = visible_session(&state, &p, &session).await?;
-    let m = post_message(&state, &p, &c, content.unwrap_or_default(), &headers).await?;
-    Ok(Json(ChatMessage::of(&m)))
+    let m = post_message(
+        &state,
+        &p,
+        &c,
+        content.unwrap_or_default(),
+        &headers,
+        uploads,
+    )
+    .await?;
+    Ok(Json(m))
+}
+
+/// 000's base64 attachments: `[{fileName, fileType, fileData}]`.
+fn base64_uploads(
+    body: &serde_json::Map<String, serde_json::Value>,
+    f: &mut Fields<'_>,
+) -> Result<Vec<Upload>, ApiError> {
+    use base64::Engine as _;
+    let mut uploads = Vec::new();
+    let items = match body.get("attachments") {
+        None | Some(serde_json::Value::Null) => return Ok(uploads),
+        Some(serde_json::Value::Array(items)) => items,
+        Some(_) => {
+            f.push(FieldError::new(
+                "attachments",
+                "a list expected",
+                "type_error.list",
+            ));
+            return Ok(uploads);
+        }
+    };
+    if items.len() > FILES_PER_MESSAGE {
+        f.push(FieldError::new(
+            "attachments",
+            format!("at most {FILES_PER_MESSAGE} files per message"),
+            "value_error.list.max_items",
+        ));
+        return Ok(uploads);
+    }
+    let limit = || too_large(format!("Files are at most {} MB", FILE_MAX_BYTES >> 20));
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| item.get(name).and_then(|v| v.as_str());
+        let (Some(name), Some(data)) = (field("fileName"), field("fileData")) else {
+            f.push(FieldError::new(
+                format!("attachments.{i}"),
+                "fileName, fileType and fileData are required",
+                "value_error.missing",
+            ));
+            continue;
+        };
+        // A data: URL prefix is tolerated.
+        let data = data.rsplit_once(";base64,").map_or(data, |(_, d)| d).trim();
+        if data.len() > FILE_MAX_BYTES / 3 * 4 + 4 {
+            return Err(limit());
+        }
+        match base64::engine::general_purpose::STANDARD.decode(data) {
+            Ok(bytes) if bytes.len() > FILE_MAX_BYTES => return Err(limit()),
+            Ok(bytes) => uploads.push(Upload {
+                file_name: clean_name(name),
+                declared_type: field("fileType").map(str::to_owned),
+                bytes,
+            }),
+            Err(_) => f.push(FieldError::new(
+                format!("attachments.{i}.fileData"),
+                "not valid base64",
+                "value_error",
+            )),
+        }
+    }
+    Ok(uploads)
 }
 
 /// Marks messages read (001): those the other side wrote. 204.
@@ -1144,4 +1446,238 @@ async fn ticket_from_chat(
         chat_ticket_id: c.id.to_string(),
         status: t.status.as_str(),
     }))
+}
+
+/// 000's answer to an upload: the file, in both documents' words.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedFile {
+    id: String,
+    file_url: String,
+    file_name: String,
+    file_type: String,
+    url: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    size: i64,
+}
+
+/// Uploads a file into a session (000), optionally for one of its
+/// messages. Multipart: `file`, `sessionId`, `messageId`.
+#[utoipa::path(
+    post,
+    path = "/api/chat/files",
+    tag = "chat",
+    request_body(content_type = "multipart/form-data", content = serde_json::Value, description = "`file`, `sessionId`, `messageId`?"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The stored file", body = UploadedFile),
+        (status = 400, description = "No file, a type its bytes contradict, or a bad id", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such session or message (or not yours)", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Larger than 5 MB", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn upload_file(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Json<UploadedFile>, ApiError> {
+    if !is_multipart(&headers) {
+        return Err(ApiError::validation(
+            "Expected a multipart/form-data body with a file",
+        ));
+    }
+    let (fields, mut uploads) = read_multipart(request, &state).await?;
+    let mut errors = Vec::new();
+    let session = fields.get("sessionId").map(|s| s.trim().to_owned());
+    if session.is_none() {
+        errors.push(FieldError::missing("sessionId"));
+    }
+    if uploads.len() != 1 {
+        errors.push(FieldError::new(
+            "file",
+            "exactly one file is expected",
+            "value_error",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    let c = visible_session(&state, &p, session.as_deref().unwrap_or_default()).await?;
+    let message_id = match fields
+        .get("messageId")
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+    {
+        None => None,
+        Some(m) => {
+            let id = parse_id(m, "Message")?;
+            let (messages, _) = state
+                .db
+                .list_messages(c.id, is_staff(&p), Some(id + 1), 1)
+                .await?;
+            if messages.first().is_none_or(|msg| msg.id != id) {
+                return Err(ApiError::not_found("Message not found"));
+            }
+            if state.db.attachments_of(&[id]).await?.len() >= FILES_PER_MESSAGE {
+                return Err(ApiError::invalid_fields(vec![FieldError::new(
+                    "file",
+                    format!("at most {FILES_PER_MESSAGE} files per message"),
+                    "value_error.list.max_items",
+                )]));
+            }
+            Some(id)
+        }
+    };
+    let upload = uploads
+        .pop()
+        .ok_or_else(|| ApiError::validation("file is required"))?;
+    let file = store_upload(&state, upload).await?;
+    let a = state
+        .db
+        .insert_attachment(c.org_id, c.id, message_id, user_id(&p), &file)
+        .await?;
+    let v = AttachmentView::of(&a);
+    Ok(Json(UploadedFile {
+        id: v.id,
+        file_url: v.file_url,
+        file_name: v.file_name,
+        file_type: v.file_type,
+        url: v.url,
+        name: v.name,
+        kind: v.kind,
+        size: v.size,
+    }))
+}
+
+/// The attachment `id` if `p` may see its session.
+async fn visible_file(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<(Attachment, Conversation), ApiError> {
+    let not_found = || ApiError::not_found("Attachment not found");
+    let id = parse_id(id, "Attachment")?;
+    let a = state.db.attachment(id).await?.ok_or_else(not_found)?;
+    let c = state
+        .db
+        .conversation(a.conversation_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !c.visible_to(p) {
+        return Err(not_found());
+    }
+    Ok((a, c))
+}
+
+/// Deletes a file (000): its uploader's, or any in the organization for
+/// staff. The bytes go with the last row that uses them.
+#[utoipa::path(
+    delete,
+    path = "/api/chat/files/{fileId}",
+    tag = "chat",
+    params(("fileId" = String, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = Success),
+        (status = 403, description = "Not the uploader", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such file (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn delete_file(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Success>, ApiError> {
+    let (a, _) = visible_file(&state, &p, &id).await?;
+    if !is_staff(&p) && a.uploader_id != user_id(&p) {
+        return Err(ApiError::forbidden(
+            "Only the uploader or staff may delete this file",
+        ));
+    }
+    state.db.delete_attachment(a.id).await?;
+    state.files.release(&state.db, &[a.sha256]).await;
+    Ok(Json(Success { success: true }))
+}
+
+/// Downloads a file (001), with its checked type. HTML, SVG and XML are
+/// always downloads, never shown inline.
+#[utoipa::path(
+    get,
+    path = "/api/chat/attachments/{attachmentId}",
+    tag = "chat",
+    params(("attachmentId" = String, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 404, description = "No such file (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+async fn download(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse as _;
+    let (a, _) = visible_file(&state, &p, &id).await?;
+    let bytes = tokio::fs::read(state.files.path(&a.sha256))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, attachment = a.id, "an attachment's file is missing");
+            ApiError::not_found("Attachment not found")
+        })?;
+    let disposition = if crate::files::is_active_type(&a.content_type) {
+        "attachment"
+    } else {
+        "inline"
+    };
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&a.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(disposition, &a.file_name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    Ok(response)
+}
+
+/// RFC 6266: an ASCII fallback name and the UTF-8 name (RFC 5987).
+fn content_disposition(kind: &str, name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }

@@ -190,6 +190,28 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
 }
 
+/// A stored file, sent with a message or uploaded on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub id: i64,
+    pub org_id: i64,
+    pub conversation_id: i64,
+    pub message_id: Option<i64>,
+    pub uploader_id: Option<i64>,
+    /// The client's name for it: shown, never used as a path.
+    pub file_name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Largest file, and most files per message (000's limits).
+pub const FILE_MAX_BYTES: usize = 5 * 1024 * 1024;
+pub const FILES_PER_MESSAGE: usize = 10;
+
 /// Longest message text, in characters.
 pub const MESSAGE_MAX: usize = 10_000;
 pub const SUBJECT_MAX: usize = 200;

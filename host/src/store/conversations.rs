@@ -4,8 +4,61 @@ use chrono::{DateTime, Utc};
 
 use super::{Db, StoreError, on_db};
 use crate::domain::conversation::{
-    Conversation, ConversationStatus, Message, NewConversation, NewMessage, Priority, SenderKind,
+    Attachment, Conversation, ConversationStatus, Message, NewConversation, NewMessage, Priority,
+    SenderKind,
 };
+
+/// A file to record: its bytes are already on disk under `sha256`.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    pub file_name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttachmentRow {
+    id: i64,
+    org_id: i64,
+    conversation_id: i64,
+    message_id: Option<i64>,
+    uploader_id: Option<i64>,
+    file_name: String,
+    content_type: String,
+    size: i64,
+    sha256: String,
+    width: Option<i64>,
+    height: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<AttachmentRow> for Attachment {
+    fn from(r: AttachmentRow) -> Self {
+        Attachment {
+            id: r.id,
+            org_id: r.org_id,
+            conversation_id: r.conversation_id,
+            message_id: r.message_id,
+            uploader_id: r.uploader_id,
+            file_name: r.file_name,
+            content_type: r.content_type,
+            size: r.size,
+            sha256: r.sha256,
+            width: r.width,
+            height: r.height,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const ATTACHMENT_COLUMNS: &str = "id, org_id, conversation_id, message_id, uploader_id, file_name, content_type, size, sha256, width, height, created_at";
+
+const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (org_id, conversation_id, message_id, uploader_id, file_name, content_type, size, sha256, width, height, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     RETURNING id, org_id, conversation_id, message_id, uploader_id, file_name, content_type, size, sha256, width, height, created_at";
 
 #[derive(sqlx::FromRow)]
 struct ConversationRow {
@@ -222,6 +275,18 @@ impl Db {
     /// Stores a message. With an idempotency key already used in this
     /// conversation, returns the first message and `false`.
     pub async fn insert_message(&self, new: &NewMessage) -> Result<(Message, bool), StoreError> {
+        let (message, created, _) = self.insert_message_with_files(new, &[]).await?;
+        Ok((message, created))
+    }
+
+    /// [`Db::insert_message`] with its files, in one transaction. A retried
+    /// send (same idempotency key) records no files again and answers the
+    /// first message's.
+    pub async fn insert_message_with_files(
+        &self,
+        new: &NewMessage,
+        files: &[NewAttachment],
+    ) -> Result<(Message, bool, Vec<Attachment>), StoreError> {
         let now = Utc::now();
         let insert = format!(
             "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at) \
@@ -233,7 +298,10 @@ impl Db {
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND idempotency_key = $2"
         );
         let touch = "UPDATE conversations SET updated_at = $2 WHERE id = $1";
-        let (row, created): (MessageRow, bool) = on_db!(self, pool => {
+        let existing_files = format!(
+            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE message_id = $1 ORDER BY id"
+        );
+        let (row, created, attached): (MessageRow, bool, Vec<AttachmentRow>) = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted: Option<MessageRow> = sqlx::query_as(&insert)
                 .bind(new.org_id)
@@ -253,21 +321,136 @@ impl Db {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                    (row, true)
+                    let mut attached = Vec::with_capacity(files.len());
+                    for f in files {
+                        let a: AttachmentRow = sqlx::query_as(INSERT_ATTACHMENT)
+                            .bind(new.org_id)
+                            .bind(new.conversation_id)
+                            .bind(row.id)
+                            .bind(new.sender_id)
+                            .bind(&f.file_name)
+                            .bind(&f.content_type)
+                            .bind(f.size)
+                            .bind(&f.sha256)
+                            .bind(f.width)
+                            .bind(f.height)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        attached.push(a);
+                    }
+                    (row, true, attached)
                 }
                 None => {
-                    let row = sqlx::query_as(&existing)
+                    let row: MessageRow = sqlx::query_as(&existing)
                         .bind(new.conversation_id)
                         .bind(&new.idempotency_key)
                         .fetch_one(&mut *tx)
                         .await?;
-                    (row, false)
+                    let attached = sqlx::query_as(&existing_files)
+                        .bind(row.id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    (row, false, attached)
                 }
             };
             tx.commit().await?;
             Ok::<_, sqlx::Error>(result)
         })?;
-        Ok((row.into(), created))
+        Ok((
+            row.into(),
+            created,
+            attached.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// Records a file uploaded on its own (000), optionally with a message.
+    pub async fn insert_attachment(
+        &self,
+        org_id: i64,
+        conversation_id: i64,
+        message_id: Option<i64>,
+        uploader_id: Option<i64>,
+        f: &NewAttachment,
+    ) -> Result<Attachment, StoreError> {
+        let row: AttachmentRow = on_db!(self, pool => {
+            sqlx::query_as(INSERT_ATTACHMENT)
+                .bind(org_id)
+                .bind(conversation_id)
+                .bind(message_id)
+                .bind(uploader_id)
+                .bind(&f.file_name)
+                .bind(&f.content_type)
+                .bind(f.size)
+                .bind(&f.sha256)
+                .bind(f.width)
+                .bind(f.height)
+                .bind(Utc::now())
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(row.into())
+    }
+
+    pub async fn attachment(&self, id: i64) -> Result<Option<Attachment>, StoreError> {
+        let sql = format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE id = $1");
+        let row: Option<AttachmentRow> =
+            on_db!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+        Ok(row.map(Into::into))
+    }
+
+    /// The files of these messages, by message, in upload order.
+    pub async fn attachments_of(&self, message_ids: &[i64]) -> Result<Vec<Attachment>, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = message_ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE message_id IN ({list}) ORDER BY id"
+        );
+        let rows: Vec<AttachmentRow> =
+            on_db!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Deletes a file's row; the caller releases the bytes.
+    pub async fn delete_attachment(&self, id: i64) -> Result<bool, StoreError> {
+        let done = on_db!(self, pool => {
+            sqlx::query("DELETE FROM attachments WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done > 0)
+    }
+
+    /// The digests of a conversation's files (to release after deleting it).
+    pub async fn conversation_digests(
+        &self,
+        conversation_id: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> = on_db!(self, pool => {
+            sqlx::query_scalar("SELECT DISTINCT sha256 FROM attachments WHERE conversation_id = $1")
+                .bind(conversation_id)
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
+    pub async fn attachment_digest_in_use(&self, sha256: &str) -> Result<bool, StoreError> {
+        let row: Option<i64> = on_db!(self, pool => {
+            sqlx::query_scalar("SELECT 1 FROM attachments WHERE sha256 = $1 LIMIT 1")
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.is_some())
     }
 
     /// Up to `limit` messages older than `before` (all when `None`), oldest

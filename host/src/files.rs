@@ -1,0 +1,226 @@
+//! Files on disk: `<data_dir>/files/<2 hex>/<sha256>`, named by content,
+//! never by anything a client sent. Rows in `attachments` point at them; a
+//! file goes when its last row goes ([`FileStore::release`]), and a sweep
+//! removes files no row points at (after an organization or a session is
+//! deleted by cascade).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::store::Db;
+
+pub struct FileStore {
+    root: PathBuf,
+}
+
+/// What the bytes turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    pub content_type: String,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+}
+
+/// Types that a browser would run or render as a page: always served as
+/// downloads, never inline.
+const ACTIVE_TYPES: [&str; 7] = [
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+];
+
+pub fn is_active_type(content_type: &str) -> bool {
+    ACTIVE_TYPES.contains(&content_type) || content_type.ends_with("+xml")
+}
+
+/// Checks `declared` (the client's type, if any) against the magic bytes
+/// and reads an image's size from its header.
+pub fn inspect(bytes: &[u8], declared: Option<&str>, file_name: &str) -> Result<Inspected, String> {
+    let declared = declared
+        .map(|d| {
+            d.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|d| !d.is_empty() && d != "application/octet-stream");
+    let detected = infer::get(bytes).map(|k| k.mime_type().to_owned());
+    let content_type = match (detected, declared) {
+        (Some(found), Some(said)) if found != said && !compatible(&found, &said) => {
+            return Err(format!(
+                "{file_name:?} is {found} by its content, not {said}"
+            ));
+        }
+        (Some(found), _) => found,
+        (None, Some(said)) if binary_family(&said) => {
+            return Err(format!(
+                "{file_name:?} does not look like {said} (its first bytes match no such format)"
+            ));
+        }
+        (None, Some(said)) => said,
+        (None, None) => {
+            if std::str::from_utf8(bytes).is_ok() {
+                "text/plain".to_owned()
+            } else {
+                "application/octet-stream".to_owned()
+            }
+        }
+    };
+    let (width, height) = if content_type.starts_with("image/") {
+        match imagesize::blob_size(bytes) {
+            Ok(size) => (
+                i64::try_from(size.width).ok(),
+                i64::try_from(size.height).ok(),
+            ),
+            Err(_) => (None, None),
+        }
+    } else {
+        (None, None)
+    };
+    Ok(Inspected {
+        content_type,
+        width,
+        height,
+    })
+}
+
+/// Aliases clients use for the same format.
+fn compatible(found: &str, said: &str) -> bool {
+    matches!(
+        (found, said),
+        ("image/jpeg", "image/jpg")
+            | ("audio/mpeg", "audio/mp3")
+            | ("application/zip", "application/x-zip-compressed")
+            | ("text/xml", "application/xml")
+            | ("application/xml", "text/xml")
+    ) || (found == "application/zip" && said.starts_with("application/vnd.openxmlformats"))
+        || (found == "application/x-cfb" && said.starts_with("application/vnd.ms-"))
+        || (found == "application/x-cfb" && said == "application/msword")
+}
+
+/// Formats with magic bytes: a file declared as one must show them.
+fn binary_family(said: &str) -> bool {
+    (said.starts_with("image/") && said != "image/svg+xml")
+        || said.starts_with("audio/")
+        || said.starts_with("video/")
+        || said == "application/pdf"
+        || said == "application/zip"
+}
+
+impl FileStore {
+    pub fn new(data_dir: &Path) -> FileStore {
+        FileStore {
+            root: data_dir.join("files"),
+        }
+    }
+
+    /// Where the file with this digest lives.
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        let prefix = sha256.get(..2).unwrap_or("00");
+        self.root.join(prefix).join(sha256)
+    }
+
+    /// Stores `bytes` (once, whatever the number of rows that use them) and
+    /// returns their SHA-256.
+    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let path = self.path(&sha);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(sha);
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
+        let written = async {
+            tokio::fs::write(&tmp, bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        written.map(|()| sha)
+    }
+
+    /// Removes the files among `digests` that no row uses any more.
+    pub async fn release(&self, db: &Db, digests: &[String]) {
+        for sha in digests {
+            match db.attachment_digest_in_use(sha).await {
+                Ok(false) => {
+                    if let Err(e) = tokio::fs::remove_file(self.path(sha)).await
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(error = %e, "could not remove a file");
+                    }
+                }
+                Ok(true) => {}
+                Err(e) => tracing::warn!(error = %e, "could not check a file's use"),
+            }
+        }
+    }
+
+    /// Removes files no row points at and older than `grace` (younger ones
+    /// may belong to an upload still being recorded).
+    pub async fn sweep(&self, db: &Db, grace: Duration) {
+        let Ok(mut dirs) = tokio::fs::read_dir(&self.root).await else {
+            return;
+        };
+        while let Ok(Some(dir)) = dirs.next_entry().await {
+            let Ok(mut files) = tokio::fs::read_dir(dir.path()).await else {
+                continue;
+            };
+            while let Ok(Some(file)) = files.next_entry().await {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.len() != 64 || !name.chars().all(|c| c.is_ascii_hexdigit()) {
+                    continue;
+                }
+                let old = file
+                    .metadata()
+                    .await
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > grace);
+                if old {
+                    self.release(db, &[name]).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG_1X1: &[u8] = &[
+        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0,
+        0, 3, 0, 0, 0, 2, 8, 6, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn types_are_checked_against_magic_bytes() {
+        let png = inspect(PNG_1X1, Some("image/png"), "a.png").expect("png");
+        assert_eq!(
+            (png.content_type.as_str(), png.width, png.height),
+            ("image/png", Some(3), Some(2))
+        );
+        let e = inspect(PNG_1X1, Some("application/pdf"), "a.pdf").expect_err("mismatch");
+        assert!(e.contains("is image/png by its content"), "{e}");
+        let e = inspect(b"hello", Some("image/jpeg"), "x.jpg").expect_err("not a jpeg");
+        assert!(e.contains("does not look like image/jpeg"), "{e}");
+        let text = inspect(b"hello", None, "x.txt").expect("text");
+        assert_eq!(text.content_type, "text/plain");
+        let html = inspect(b"<html></html>", Some("text/html"), "x.html").expect("html");
+        assert!(is_active_type(&html.content_type));
+        assert!(is_active_type("image/svg+xml"));
+        assert!(!is_active_type("image/png"));
+    }
+}
