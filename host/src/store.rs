@@ -41,6 +41,8 @@ pub(crate) use on_db;
 pub struct Db {
     pool: Pool,
     reader: Option<Arc<sqlite_reader::SqliteReader>>,
+    /// SQLite's group writer for messages (see `conversations::group_writer`).
+    writer: Option<tokio::sync::mpsc::Sender<conversations::WriteJob>>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,9 +94,12 @@ impl Db {
                     || config.url.contains("mode=memory");
                 let reader = (!in_memory)
                     .then(|| Arc::new(sqlite_reader::SqliteReader::new(file, config.busy_timeout)));
+                let (writer, jobs) = tokio::sync::mpsc::channel(4096);
+                tokio::spawn(conversations::group_writer(pool.clone(), jobs));
                 Ok(Db {
                     pool: Pool::Sqlite(pool),
                     reader,
+                    writer: Some(writer),
                 })
             }
             DatabaseKind::Postgres => {
@@ -106,6 +111,7 @@ impl Db {
                 Ok(Db {
                     pool: Pool::Postgres(pool),
                     reader: None,
+                    writer: None,
                 })
             }
         }

@@ -20,7 +20,7 @@ pub struct NewAttachment {
 }
 
 #[derive(sqlx::FromRow)]
-struct AttachmentRow {
+pub(super) struct AttachmentRow {
     id: i64,
     org_id: i64,
     conversation_id: i64,
@@ -99,7 +99,7 @@ impl From<ConversationRow> for Conversation {
 const CONVERSATION_COLUMNS: &str = "id, org_id, customer_id, agent_id, status, subject, priority, tags, channel, created_at, updated_at, ended_at";
 
 #[derive(sqlx::FromRow)]
-struct MessageRow {
+pub(super) struct MessageRow {
     id: i64,
     org_id: i64,
     conversation_id: i64,
@@ -139,6 +139,138 @@ pub struct ConversationFilter {
     pub customer_id: Option<i64>,
     /// Only these states.
     pub statuses: Option<Vec<ConversationStatus>>,
+}
+
+/// What one message insert returns inside a transaction.
+pub(super) type Inserted = (MessageRow, bool, Vec<AttachmentRow>);
+
+/// One message send, for the SQLite group writer.
+pub(super) type WriteJob = (
+    NewMessage,
+    Vec<NewAttachment>,
+    tokio::sync::oneshot::Sender<Result<Inserted, StoreError>>,
+);
+
+/// Inserts a message and its files in the open transaction `$tx`; a used
+/// idempotency key answers the first message and its files. The same text
+/// for both databases (and the group writer), hence a macro.
+macro_rules! message_tx {
+    ($tx:ident, $new:expr, $files:expr) => {{
+        let new: &NewMessage = $new;
+        let files: &[NewAttachment] = $files;
+        let now = Utc::now();
+        let inserted: Option<MessageRow> = sqlx::query_as(&format!(
+            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING {MESSAGE_COLUMNS}"
+        ))
+        .bind(new.org_id)
+        .bind(new.conversation_id)
+        .bind(new.sender_kind.as_str())
+        .bind(new.sender_id)
+        .bind(&new.content)
+        .bind(new.is_internal)
+        .bind(&new.idempotency_key)
+        .bind(now)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let result: Result<Inserted, sqlx::Error> = match inserted {
+            Some(row) => {
+                sqlx::query("UPDATE conversations SET updated_at = $2 WHERE id = $1")
+                    .bind(new.conversation_id)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                let mut attached = Vec::with_capacity(files.len());
+                for f in files {
+                    let a: AttachmentRow = sqlx::query_as(INSERT_ATTACHMENT)
+                        .bind(new.org_id)
+                        .bind(new.conversation_id)
+                        .bind(row.id)
+                        .bind(new.sender_id)
+                        .bind(&f.file_name)
+                        .bind(&f.content_type)
+                        .bind(f.size)
+                        .bind(&f.sha256)
+                        .bind(f.width)
+                        .bind(f.height)
+                        .bind(now)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                    attached.push(a);
+                }
+                Ok((row, true, attached))
+            }
+            None => {
+                let row: MessageRow = sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND idempotency_key = $2"
+                ))
+                .bind(new.conversation_id)
+                .bind(&new.idempotency_key)
+                .fetch_one(&mut *$tx)
+                .await?;
+                let attached = sqlx::query_as(&format!(
+                    "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE message_id = $1 ORDER BY id"
+                ))
+                .bind(row.id)
+                .fetch_all(&mut *$tx)
+                .await?;
+                Ok((row, false, attached))
+            }
+        };
+        result
+    }};
+}
+
+/// The SQLite group writer: takes the sends waiting at the moment (up to
+/// 256), inserts them in one transaction and commits once, so concurrent
+/// sends share a commit instead of queueing on SQLite's write lock. If the
+/// transaction fails, each send is retried alone, so one bad send (its
+/// session deleted meanwhile) fails alone.
+pub(super) async fn group_writer(
+    pool: sqlx::SqlitePool,
+    mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("message_write_batch").record(batch.len() as f64);
+        let together = async {
+            let mut tx = pool.begin().await?;
+            let mut out = Vec::with_capacity(batch.len());
+            for (new, files, _) in &batch {
+                out.push(message_tx!(tx, new, files)?);
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(out)
+        }
+        .await;
+        match together {
+            Ok(out) => {
+                for ((_, _, reply), inserted) in batch.into_iter().zip(out) {
+                    let _ = reply.send(Ok(inserted));
+                }
+            }
+            Err(_) => {
+                for (new, files, reply) in batch {
+                    let alone = async {
+                        let mut tx = pool.begin().await?;
+                        let r = message_tx!(tx, &new, &files)?;
+                        tx.commit().await?;
+                        Ok::<_, sqlx::Error>(r)
+                    }
+                    .await;
+                    let _ = reply.send(alone.map_err(StoreError::from));
+                }
+            }
+        }
+    }
 }
 
 impl Db {
@@ -287,76 +419,26 @@ impl Db {
         new: &NewMessage,
         files: &[NewAttachment],
     ) -> Result<(Message, bool, Vec<Attachment>), StoreError> {
-        let now = Utc::now();
-        let insert = format!(
-            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-             RETURNING {MESSAGE_COLUMNS}"
-        );
-        let existing = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND idempotency_key = $2"
-        );
-        let touch = "UPDATE conversations SET updated_at = $2 WHERE id = $1";
-        let existing_files = format!(
-            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE message_id = $1 ORDER BY id"
-        );
-        let (row, created, attached): (MessageRow, bool, Vec<AttachmentRow>) = on_db!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let inserted: Option<MessageRow> = sqlx::query_as(&insert)
-                .bind(new.org_id)
-                .bind(new.conversation_id)
-                .bind(new.sender_kind.as_str())
-                .bind(new.sender_id)
-                .bind(&new.content)
-                .bind(new.is_internal)
-                .bind(&new.idempotency_key)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let result = match inserted {
-                Some(row) => {
-                    sqlx::query(touch)
-                        .bind(new.conversation_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    let mut attached = Vec::with_capacity(files.len());
-                    for f in files {
-                        let a: AttachmentRow = sqlx::query_as(INSERT_ATTACHMENT)
-                            .bind(new.org_id)
-                            .bind(new.conversation_id)
-                            .bind(row.id)
-                            .bind(new.sender_id)
-                            .bind(&f.file_name)
-                            .bind(&f.content_type)
-                            .bind(f.size)
-                            .bind(&f.sha256)
-                            .bind(f.width)
-                            .bind(f.height)
-                            .bind(now)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        attached.push(a);
-                    }
-                    (row, true, attached)
-                }
-                None => {
-                    let row: MessageRow = sqlx::query_as(&existing)
-                        .bind(new.conversation_id)
-                        .bind(&new.idempotency_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let attached = sqlx::query_as(&existing_files)
-                        .bind(row.id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    (row, false, attached)
-                }
-            };
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(result)
-        })?;
+        let (row, created, attached) = match (&self.pool, &self.writer) {
+            // SQLite takes one writer at a time: concurrent sends are
+            // committed together by the group writer.
+            (super::Pool::Sqlite(_), Some(writer)) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                writer
+                    .send((new.clone(), files.to_vec(), reply))
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+                answer
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))??
+            }
+            _ => on_db!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let result = message_tx!(tx, new, files)?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(result)
+            })?,
+        };
         Ok((
             row.into(),
             created,
