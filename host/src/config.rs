@@ -68,6 +68,14 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[plugins]]` entries, in file order.
     pub plugins: Vec<PluginConfig>,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The key 004's `POST /v1/webhooks/incoming` is signed with; `None`
+    /// answers that endpoint with 503.
+    pub incoming_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]

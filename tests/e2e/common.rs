@@ -366,6 +366,7 @@ fn apply_env(cmd: &mut Command, db: &TestDb, env: &[(String, String)]) {
         "GATEWAY_RATE_LIMITS",
         "RUST_LOG",
         "GATEWAY_LOG",
+        "GATEWAY_WEBHOOK_SECRET",
     ] {
         cmd.env_remove(key);
     }

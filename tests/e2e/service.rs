@@ -117,6 +117,7 @@ async fn openapi_describes_every_endpoint() {
         ("/v1/categories", "get"),
         ("/v1/categories", "post"),
         ("/ws/tickets/{ticket_id}", "get"),
+        ("/v1/webhooks/incoming", "post"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

@@ -370,3 +370,131 @@ async fn a_ticket_from_a_chat_is_the_same_ticket_in_004() {
     assert_eq!(page["messages"][0]["content"], "We will send a new one.");
     assert_eq!(page["messages"][0]["sender"], "support");
 }
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(gw: &Gateway, secret: &str, payload: Value) -> (u16, Value) {
+    let body = payload.to_string();
+    let r = gw
+        .http
+        .post(gw.url("/v1/webhooks/incoming"))
+        .header("content-type", "application/json")
+        .header("X-Signature", sign(secret, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    (r.status().as_u16(), r.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn signed_incoming_webhooks() {
+    // Not configured: a clear 503.
+    let gw = Gateway::start(databases()[0]).await;
+    let (status, e) = deliver(
+        &gw,
+        "whatever-secret-123",
+        json!({ "event": "ticket.created", "data": {} }),
+    )
+    .await;
+    assert_eq!((status, e["detail"].is_string()), (503, true), "{e}");
+    drop(gw);
+
+    let secret = "incoming-webhook-secret-0123";
+    let gw = Gateway::start_with(
+        crate::common::Options::new(databases()[0]).env("GATEWAY_WEBHOOK_SECRET", secret),
+    )
+    .await;
+    let c = cast(&gw).await;
+    let (status, e) = deliver(
+        &gw,
+        "another-secret-entirely",
+        json!({ "event": "ticket.created", "data": {} }),
+    )
+    .await;
+    assert_eq!((status, e), (401, json!({ "detail": "Invalid signature" })));
+    let r = gw
+        .http
+        .post(gw.url("/v1/webhooks/incoming"))
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+
+    let (status, made) = deliver(
+        &gw,
+        secret,
+        json!({ "event": "ticket.created", "data": { "title": "Order 1042 lost", "customer_email": "alice@example.com", "priority": "high" } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let tid = made["ticket_id"].as_str().expect("ticket_id").to_owned();
+    let (_, t) = call(
+        &gw,
+        &c.alice,
+        Method::GET,
+        &format!("/v1/tickets/{tid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (t["title"].as_str(), t["priority"].as_str()),
+        (Some("Order 1042 lost"), Some("high"))
+    );
+
+    let (status, _) = deliver(
+        &gw,
+        secret,
+        json!({ "event": "ticket.updated", "data": { "ticket_id": tid, "status": "resolved" } }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let message = json!({ "event": "message.created", "data": { "ticket_id": tid, "content": "Carrier found it", "id": "evt-7" } });
+    let (status, first) = deliver(&gw, secret, message.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, again) = deliver(&gw, secret, message).await;
+    assert_eq!(
+        first["message_id"], again["message_id"],
+        "a redelivery creates nothing new"
+    );
+    let (_, t) = call(
+        &gw,
+        &c.alice,
+        Method::GET,
+        &format!("/v1/tickets/{tid}"),
+        None,
+    )
+    .await;
+    assert_eq!(t["status"], "resolved");
+    let (_, messages) = call(
+        &gw,
+        &c.alice,
+        Method::GET,
+        &format!("/v1/tickets/{tid}/messages"),
+        None,
+    )
+    .await;
+    assert_eq!(messages.as_array().map(Vec::len), Some(1));
+    assert_eq!(messages[0]["sender"], "system");
+
+    let (status, _) = deliver(&gw, secret, json!({ "event": "ticket.created", "data": { "title": "x", "customer_email": "nobody@example.com" } })).await;
+    assert_eq!(status, 404);
+    let (status, _) = deliver(
+        &gw,
+        secret,
+        json!({ "event": "ticket.deleted", "data": {} }),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = deliver(&gw, secret, json!({ "event": "ticket.updated", "organization": "other", "data": { "ticket_id": tid, "status": "open" } })).await;
+    assert_eq!(
+        status, 404,
+        "another organization's webhook cannot reach this ticket"
+    );
+}

@@ -225,7 +225,11 @@ pub fn default_entries() -> Vec<RawPlugin> {
 pub const MAX_INSTANCES: u32 = 1000;
 
 /// The gateway's own secrets, which no plugin may be granted.
-const RESERVED_SECRETS: [&str; 2] = ["DATABASE_URL", "GATEWAY_JWT_SECRET"];
+const RESERVED_SECRETS: [&str; 3] = [
+    "DATABASE_URL",
+    "GATEWAY_JWT_SECRET",
+    "GATEWAY_WEBHOOK_SECRET",
+];
 
 pub(super) fn validate(
     raw: Vec<RawPlugin>,

@@ -22,8 +22,16 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub rate_limits: RawRateLimits,
     pub log: RawLog,
+    pub webhooks: RawWebhooks,
     /// `None` (no `plugins` key): the shipped defaults; `[]`: no plugins.
     pub plugins: Option<Vec<super::plugins::RawPlugin>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhooks {
+    /// The HMAC-SHA256 key of 004's incoming webhook; empty: switched off.
+    pub incoming_secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +305,26 @@ impl RawConfig {
             self.log.level = v;
             from_env.push(("log.level", "GATEWAY_LOG"));
         }
+        if let Some(v) = env_value("GATEWAY_WEBHOOK_SECRET") {
+            self.webhooks.incoming_secret = v;
+            from_env.push(("webhooks.incoming_secret", "GATEWAY_WEBHOOK_SECRET"));
+        }
+        if !self.webhooks.incoming_secret.is_empty() && self.webhooks.incoming_secret.len() < 16 {
+            let var = from_env
+                .iter()
+                .find(|(k, _)| *k == "webhooks.incoming_secret")
+                .map(|(_, v)| *v);
+            return Err(match var {
+                Some(var) => {
+                    ConfigError::new("environment", Some(var), "expected at least 16 characters")
+                }
+                None => ConfigError::new(
+                    source,
+                    Some("webhooks.incoming_secret"),
+                    "expected at least 16 characters",
+                ),
+            });
+        }
         let invalid = |key: &str, message: String| match from_env.iter().find(|(k, _)| *k == key) {
             Some((_, var)) => ConfigError::new("environment", Some(var), message),
             None => ConfigError::new(source, Some(key), message),
@@ -517,6 +545,9 @@ impl RawConfig {
                 format,
             },
             plugins,
+            webhooks: super::WebhookConfig {
+                incoming_secret: Some(self.webhooks.incoming_secret).filter(|s| !s.is_empty()),
+            },
         })
     }
 }
