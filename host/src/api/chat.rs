@@ -240,17 +240,6 @@ async fn visible_session(
     }
 }
 
-fn is_staff(p: &Principal) -> bool {
-    matches!(p.role, Role::Admin | Role::Agent | Role::Service)
-}
-
-fn user_id(p: &Principal) -> Option<i64> {
-    match p.kind {
-        PrincipalKind::User(id) => Some(id),
-        PrincipalKind::ApiKey(_) => None,
-    }
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -348,10 +337,10 @@ async fn list_sessions(
             }
         },
     };
-    let customer_id = if is_staff(&p) {
+    let customer_id = if p.is_staff() {
         None
     } else {
-        user_id(&p).or(Some(0))
+        p.user_id().or(Some(0))
     };
     let filter = ConversationFilter {
         org_id: p.org_id,
@@ -437,8 +426,8 @@ async fn create_session(
             return Err(ApiError::not_found("Tenant not found"));
         }
     }
-    let customer_id = match (for_user, user_id(&p)) {
-        (Some(id), _) if is_staff(&p) => match state.db.user_by_id(id).await? {
+    let customer_id = match (for_user, p.user_id()) {
+        (Some(id), _) if p.is_staff() => match state.db.user_by_id(id).await? {
             Some(u) if u.org_id == p.org_id && u.role == Role::Customer => u.id,
             _ => return Err(ApiError::not_found("Customer not found")),
         },
@@ -631,7 +620,7 @@ async fn assign_session(
     Body(body): Body,
 ) -> Result<Json<Session>, ApiError> {
     let c = visible_session(&state, &p, &id).await?;
-    if !is_staff(&p) {
+    if !p.is_staff() {
         return Err(ApiError::forbidden(
             "Only agents and admins assign sessions",
         ));
@@ -740,7 +729,7 @@ async fn list_messages(
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));
     }
-    let internal = is_staff(&p);
+    let internal = p.is_staff();
     let (messages, has_more) = state
         .db
         .list_messages(c.id, internal, before, limit)
@@ -803,7 +792,7 @@ async fn post_message(
                 org_id: c.org_id,
                 conversation_id: c.id,
                 sender_kind,
-                sender_id: user_id(p),
+                sender_id: p.user_id(),
                 content,
                 is_internal: false,
                 idempotency_key: key,
@@ -1249,7 +1238,7 @@ pub struct ChatStats {
     )
 )]
 async fn stats(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<ChatStats>, ApiError> {
-    if !is_staff(&p) {
+    if !p.is_staff() {
         return Err(ApiError::forbidden(
             "Only agents and admins see chat statistics",
         ));
@@ -1274,7 +1263,7 @@ async fn stats(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Chat
 #[into_params(parameter_in = Query)]
 pub struct SocketQuery {
     /// The JWT, for clients that cannot set headers on a WebSocket.
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// How often an idle socket is pinged; two intervals without any frame
@@ -1516,7 +1505,7 @@ async fn upload_file(
             let id = parse_id(m, "Message")?;
             let (messages, _) = state
                 .db
-                .list_messages(c.id, is_staff(&p), Some(id + 1), 1)
+                .list_messages(c.id, p.is_staff(), Some(id + 1), 1)
                 .await?;
             if messages.first().is_none_or(|msg| msg.id != id) {
                 return Err(ApiError::not_found("Message not found"));
@@ -1537,7 +1526,7 @@ async fn upload_file(
     let file = store_upload(&state, upload).await?;
     let a = state
         .db
-        .insert_attachment(c.org_id, c.id, message_id, user_id(&p), &file)
+        .insert_attachment(c.org_id, c.id, message_id, p.user_id(), &file)
         .await?;
     let v = AttachmentView::of(&a);
     Ok(Json(UploadedFile {
@@ -1592,7 +1581,7 @@ async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<Json<Success>, ApiError> {
     let (a, _) = visible_file(&state, &p, &id).await?;
-    if !is_staff(&p) && a.uploader_id != user_id(&p) {
+    if !p.is_staff() && a.uploader_id != p.user_id() {
         return Err(ApiError::forbidden(
             "Only the uploader or staff may delete this file",
         ));

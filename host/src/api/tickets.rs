@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::chat::{ChatMessage, iso, relay, socket_principal};
+use crate::api::chat::{ChatMessage, SocketQuery, iso, relay, socket_principal};
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::domain::conversation::{Message, NewMessage, Priority, SenderKind, validate_content};
@@ -122,17 +122,6 @@ struct Event<'a, T: Serialize> {
     #[serde(rename = "type")]
     kind: &'a str,
     data: T,
-}
-
-fn is_staff(p: &Principal) -> bool {
-    matches!(p.role, Role::Admin | Role::Agent | Role::Service)
-}
-
-fn user_id(p: &Principal) -> Option<i64> {
-    match p.kind {
-        PrincipalKind::User(id) => Some(id),
-        PrincipalKind::ApiKey(_) => None,
-    }
 }
 
 fn parse_id(text: &str) -> Option<i64> {
@@ -260,10 +249,10 @@ async fn list_tickets(
     }
     let filter = TicketFilter {
         org_id: p.org_id,
-        customer_id: if is_staff(&p) {
+        customer_id: if p.is_staff() {
             None
         } else {
-            user_id(&p).or(Some(0))
+            p.user_id().or(Some(0))
         },
         status,
         category_id,
@@ -352,8 +341,8 @@ async fn create_ticket(
     {
         return Err(ApiError::validation("category_id: no such category"));
     }
-    let customer_id = match (for_customer, user_id(&p)) {
-        (Some(id), _) if is_staff(&p) => match state.db.user_by_id(id).await? {
+    let customer_id = match (for_customer, p.user_id()) {
+        (Some(id), _) if p.is_staff() => match state.db.user_by_id(id).await? {
             Some(u) if u.org_id == p.org_id => u.id,
             _ => return Err(ApiError::validation("customer_id: no such customer")),
         },
@@ -424,35 +413,11 @@ async fn update_ticket(
     Body(body): Body,
 ) -> Result<Json<TicketView>, ApiError> {
     let t = visible_ticket(&state, &p, &id).await?;
-    if !is_staff(&p) {
+    if !p.is_staff() {
         return Err(ApiError::forbidden("Insufficient permissions"));
     }
     let mut f = Fields::new(&body);
-    let mut changes = TicketChanges {
-        title: f.optional_str("title").map(|t| t.trim().to_owned()),
-        description: f.optional_str("description"),
-        ..Default::default()
-    };
-    if let Some(s) = f.optional_str("status") {
-        changes.status = TicketStatus::parse(&s);
-        if changes.status.is_none() {
-            f.push(FieldError::new(
-                "status",
-                "must be open, in_progress, resolved or closed",
-                "value_error",
-            ));
-        }
-    }
-    if let Some(s) = f.optional_str("priority") {
-        changes.priority = Priority::parse(&s);
-        if changes.priority.is_none() {
-            f.push(FieldError::new(
-                "priority",
-                "must be low, medium or high",
-                "value_error",
-            ));
-        }
-    }
+    let mut changes = ticket_changes(&mut f);
     if body.contains_key("category_id") {
         changes.category_id = f.optional_id("category_id");
     }
@@ -502,7 +467,7 @@ async fn list_ticket_messages(
     let t = visible_ticket(&state, &p, &id).await?;
     let (messages, _) = state
         .db
-        .list_messages(t.conversation_id, is_staff(&p), None, 1000)
+        .list_messages(t.conversation_id, p.is_staff(), None, 1000)
         .await?;
     Ok(Json(
         messages.iter().map(|m| TicketMessage::of(&t, m)).collect(),
@@ -552,7 +517,7 @@ async fn send_ticket_message(
         f.push(e);
     }
     f.finish()?;
-    if is_internal && !is_staff(&p) {
+    if is_internal && !p.is_staff() {
         return Err(ApiError::forbidden("Insufficient permissions"));
     }
     let key = headers
@@ -571,7 +536,7 @@ async fn send_ticket_message(
             } else {
                 SenderKind::Agent
             },
-            sender_id: user_id(&p),
+            sender_id: p.user_id(),
             content: content.unwrap_or_default(),
             is_internal,
             idempotency_key: key,
@@ -633,7 +598,7 @@ async fn create_category(
     Auth(p): Auth,
     Body(body): Body,
 ) -> Result<Json<CategoryView>, ApiError> {
-    if !is_staff(&p) {
+    if !p.is_staff() {
         return Err(ApiError::forbidden("Insufficient permissions"));
     }
     let mut f = Fields::new(&body);
@@ -663,13 +628,6 @@ async fn create_category(
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SocketQuery {
-    /// The JWT, for clients that cannot set headers on a WebSocket.
-    token: Option<String>,
-}
-
 /// Real-time events of one ticket: `ticket.updated`, `message.received`
 /// (internal notes to staff only), each `{"event", "type", "data"}`.
 #[utoipa::path(
@@ -697,7 +655,7 @@ async fn ticket_socket(
     let p = socket_principal(&state, auth, q.token.as_deref())?;
     let t = visible_ticket(&state, &p, &id).await?;
     let upgrade = upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?;
-    let topic = if is_staff(&p) {
+    let topic = if p.is_staff() {
         Topic::TicketStaff(t.id)
     } else {
         Topic::TicketCustomer(t.id)
@@ -749,6 +707,47 @@ pub async fn ticket_from_chat(
         publish_ticket(state, &t);
     }
     Ok(t)
+}
+
+/// The title, description, status and priority a body changes.
+fn ticket_changes(f: &mut Fields<'_>) -> TicketChanges {
+    let mut changes = TicketChanges {
+        title: f.optional_str("title").map(|t| t.trim().to_owned()),
+        description: f.optional_str("description"),
+        ..Default::default()
+    };
+    if let Some(s) = f.optional_str("status") {
+        changes.status = TicketStatus::parse(&s);
+        if changes.status.is_none() {
+            f.push(FieldError::new(
+                "status",
+                "must be open, in_progress, resolved or closed",
+                "value_error",
+            ));
+        }
+    }
+    if let Some(s) = f.optional_str("priority") {
+        changes.priority = Priority::parse(&s);
+        if changes.priority.is_none() {
+            f.push(FieldError::new(
+                "priority",
+                "must be low, medium or high",
+                "value_error",
+            ));
+        }
+    }
+    if changes
+        .title
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
+    {
+        f.push(FieldError::new(
+            "title",
+            format!("must be 1 to {TITLE_MAX} characters"),
+            "value_error",
+        ));
+    }
+    changes
 }
 
 /// Ticket `id` of organization `org_id`, or 404.
@@ -916,31 +915,7 @@ async fn incoming_webhook(
         }
         "ticket.updated" => {
             let id = f.optional_id("ticket_id").flatten();
-            let mut changes = TicketChanges {
-                title: f.optional_str("title"),
-                description: f.optional_str("description"),
-                ..Default::default()
-            };
-            if let Some(s) = f.optional_str("status") {
-                changes.status = TicketStatus::parse(&s);
-                if changes.status.is_none() {
-                    f.push(FieldError::new(
-                        "status",
-                        "must be open, in_progress, resolved or closed",
-                        "value_error",
-                    ));
-                }
-            }
-            if let Some(p) = f.optional_str("priority") {
-                changes.priority = Priority::parse(&p);
-                if changes.priority.is_none() {
-                    f.push(FieldError::new(
-                        "priority",
-                        "must be low, medium or high",
-                        "value_error",
-                    ));
-                }
-            }
+            let changes = ticket_changes(&mut f);
             if id.is_none() {
                 f.push(FieldError::missing("ticket_id"));
             }

@@ -111,6 +111,11 @@ pub enum PrincipalKind {
 }
 
 impl Principal {
+    /// Admins, agents and API keys: they work on the whole organization.
+    pub fn is_staff(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Agent | Role::Service)
+    }
+
     pub fn user_id(&self) -> Option<i64> {
         match self.kind {
             PrincipalKind::User(id) => Some(id),
