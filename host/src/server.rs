@@ -170,16 +170,22 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut minutes = 0u64;
             loop {
                 tick.tick().await;
                 state.limiter.sweep(unix_now());
                 state.bus.sweep();
-                // Files whose rows went with a deleted organization or
-                // session (cascades), once they are an hour old.
-                state
-                    .files
-                    .sweep(&state.db, Duration::from_secs(3600))
-                    .await;
+                // Once an hour (it reads the files directory and asks the
+                // database about each old file): files whose rows went with
+                // a deleted organization or session (cascades), once they
+                // are an hour old.
+                if minutes.is_multiple_of(60) {
+                    state
+                        .files
+                        .sweep(&state.db, Duration::from_secs(3600))
+                        .await;
+                }
+                minutes += 1;
                 // Expired plugin key-value entries read as absent already;
                 // this only reclaims their rows.
                 if let Err(e) = state
