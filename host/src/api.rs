@@ -10,11 +10,14 @@ pub mod dialect;
 pub mod error;
 mod extract;
 pub mod gateway;
+mod knowledge;
 pub mod middleware;
 mod openapi;
+mod platform;
 pub mod plugins;
 pub mod rate_limit;
 pub(crate) mod tickets;
+mod turns;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -34,6 +37,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(chat::router())
         .merge(tickets::router())
         .merge(plugins::router())
+        .merge(platform::router())
+        .merge(knowledge::router())
         .routes(routes!(openapi_json))
         .routes(routes!(docs))
 }

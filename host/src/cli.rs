@@ -53,6 +53,38 @@ pub enum Command {
     /// Work with the configured plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Manage the knowledge base
+    #[command(subcommand)]
+    Kb(KbCommand),
+    /// Manage the FAQs
+    #[command(subcommand)]
+    Faq(FaqCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KbCommand {
+    /// Import Markdown or text files (or every .md/.markdown/.txt file in a
+    /// directory) as knowledge documents; the title is the first heading
+    Import {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Organization slug; created if it does not exist
+        #[arg(long, default_value = DEFAULT_ORG_SLUG)]
+        org: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FaqCommand {
+    /// Import FAQs from a TOML (`[[faq]]` tables) or JSON (an array, or
+    /// `{"faqs": [...]}`) file of `{question, answer, category?}`
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Organization slug; created if it does not exist
+        #[arg(long, default_value = DEFAULT_ORG_SLUG)]
+        org: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +202,8 @@ async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             serve(listener, state, shutdown_signal()).await
         }
         Command::Plugins(PluginsCommand::Check) => plugins_check(&config).await,
+        Command::Kb(KbCommand::Import { paths, org }) => kb_import(&config, &paths, &org).await,
+        Command::Faq(FaqCommand::Import { file, org }) => faq_import(&config, &file, &org).await,
         Command::Migrate => {
             let db = connect(&config).await?;
             db.close().await;
@@ -372,5 +406,173 @@ async fn plugins_check(config: &Config) -> anyhow::Result<()> {
         );
     }
     println!("all {} plugins passed", plugins.entries().len());
+    Ok(())
+}
+
+/// The database, the plugins and an assistant without a search index:
+/// imports write the database; a running gateway indexes them within
+/// seconds (`assistant::SYNC_EVERY`), a stopped one at its next start.
+async fn importer(config: &Config) -> anyhow::Result<crate::assistant::Assistant> {
+    let db = connect(config).await?;
+    let configs = config.plugins.clone();
+    let cache = crate::plugins::cache_dir(&config.storage.data_dir);
+    let plugin_db = db.clone();
+    let plugins = tokio::task::spawn_blocking(move || {
+        crate::plugins::Plugins::load(&configs, Some(&cache), Some(plugin_db))
+    })
+    .await
+    .context("loading the plugins")?;
+    Ok(crate::assistant::Assistant::new(
+        config.assistant.clone(),
+        db,
+        std::sync::Arc::new(plugins),
+        None,
+    ))
+}
+
+/// The files `paths` name: files as given, directories' `.md`,
+/// `.markdown` and `.txt` files (not recursive), sorted.
+fn knowledge_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("listing {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            matches!(e.to_ascii_lowercase().as_str(), "md" | "markdown" | "txt")
+                        })
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{} holds no .md, .markdown or .txt file", path.display());
+            }
+            out.extend(found);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn kb_import(config: &Config, paths: &[PathBuf], org: &str) -> anyhow::Result<()> {
+    use crate::domain::knowledge::{BODY_MAX, NewDocument, TITLE_MAX, title_of};
+    let files = knowledge_files(paths)?;
+    // Read and check everything before writing anything.
+    let mut documents = Vec::with_capacity(files.len());
+    for file in &files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        if bytes.len() > BODY_MAX {
+            bail!("{}: larger than {} KiB", file.display(), BODY_MAX / 1024);
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", file.display()))?;
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("document")
+            .replace(['-', '_'], " ");
+        let (title, body) = title_of(&text, stem.trim());
+        if body.trim().is_empty() {
+            bail!("{}: no text under the title", file.display());
+        }
+        let title: String = title.chars().take(TITLE_MAX).collect();
+        documents.push((
+            file,
+            NewDocument {
+                title,
+                body,
+                url: None,
+                source: "knowledge_base".into(),
+                source_id: Some(
+                    file.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("")
+                        .to_owned(),
+                ),
+            },
+        ));
+    }
+    let assistant = importer(config).await?;
+    let org = org_for(assistant.db(), org).await?;
+    let mut passages = 0;
+    for (file, new) in &documents {
+        let (document, ids, _) = assistant
+            .add_document(org.id, new)
+            .await
+            .with_context(|| format!("importing {}", file.display()))?;
+        passages += ids.len();
+        eprintln!(
+            "imported {} as document {} ({} passages)",
+            file.display(),
+            document.id,
+            ids.len()
+        );
+    }
+    println!("{} documents, {passages} passages", documents.len());
+    assistant.db().close().await;
+    Ok(())
+}
+
+/// One FAQ of an import file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaqFile {
+    #[serde(alias = "faqs")]
+    faq: Vec<crate::domain::knowledge::NewFaq>,
+}
+
+async fn faq_import(config: &Config, file: &std::path::Path, org: &str) -> anyhow::Result<()> {
+    use crate::domain::knowledge::{TITLE_MAX, validate_category, validate_text};
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let is_json = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let faqs = if is_json {
+        match serde_json::from_str::<Vec<crate::domain::knowledge::NewFaq>>(&text) {
+            Ok(list) => list,
+            Err(_) => serde_json::from_str::<FaqFile>(&text)
+                .with_context(|| format!("{}: expected a JSON array of {{question, answer, category?}} or {{\"faqs\": [...]}}", file.display()))?
+                .faq,
+        }
+    } else {
+        toml::from_str::<FaqFile>(&text)
+            .with_context(|| {
+                format!(
+                    "{}: expected [[faq]] tables of question, answer, category?",
+                    file.display()
+                )
+            })?
+            .faq
+    };
+    if faqs.is_empty() {
+        bail!("{}: no FAQs", file.display());
+    }
+    let mut cleaned = Vec::with_capacity(faqs.len());
+    for (i, mut f) in faqs.into_iter().enumerate() {
+        let n = i + 1;
+        validate_text("question", &f.question, TITLE_MAX)
+            .and_then(|_| validate_text("answer", &f.answer, 20_000))
+            .and_then(|_| validate_category("category", &f.category))
+            .map_err(|e| {
+                anyhow::anyhow!("{}: FAQ {n}: {}: {}", file.display(), e.field, e.message)
+            })?;
+        f.question = f.question.trim().to_owned();
+        f.answer = f.answer.trim().to_owned();
+        f.category = f.category.trim().to_lowercase();
+        cleaned.push(f);
+    }
+    let assistant = importer(config).await?;
+    let org = org_for(assistant.db(), org).await?;
+    let stored = assistant.add_faqs(org.id, cleaned).await?;
+    println!("{} FAQs", stored.len());
+    assistant.db().close().await;
     Ok(())
 }

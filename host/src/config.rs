@@ -8,6 +8,7 @@
 //! Every failure is a [`ConfigError`] whose `Display` is one line naming the
 //! file, the key and what was expected.
 
+pub mod assistant;
 pub mod plugins;
 mod raw;
 
@@ -69,6 +70,7 @@ pub struct Config {
     /// `[[plugins]]` entries, in file order.
     pub plugins: Vec<PluginConfig>,
     pub webhooks: WebhookConfig,
+    pub assistant: assistant::AssistantConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 
 pub mod conversation;
 pub mod identity;
+pub mod knowledge;
 pub mod ticket;
 
 pub use identity::{ApiKey, NewUser, Organization, Principal, PrincipalKind, Role, User};

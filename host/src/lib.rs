@@ -3,10 +3,12 @@
 //! See `ARCHITECTURE.md` at the repository root for the codemap. In short:
 //! [`config`] reads the operator's TOML, [`store`] keeps everything in SQLite
 //! or PostgreSQL, [`domain`] holds the types and rules, [`auth`] the
-//! credentials, [`plugins`] hosts the WebAssembly plugins, [`api`] the HTTP
+//! credentials, [`plugins`] hosts the WebAssembly plugins, [`search`] and [`assistant`]
+//! answer customers from the knowledge base, [`api`] the HTTP
 //! dialects, and [`server`] runs it all.
 
 pub mod api;
+pub mod assistant;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -14,6 +16,7 @@ pub mod domain;
 pub mod files;
 pub mod plugins;
 pub mod realtime;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -30,6 +30,8 @@ pub enum Topic {
     TicketStaff(i64),
     /// `/ws/tickets/{ticketId}`, as the customer sees it.
     TicketCustomer(i64),
+    /// An organization's staff on `/ws` (003): handovers waiting for them.
+    Staff(i64),
 }
 
 /// One serialized event.

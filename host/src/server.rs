@@ -44,6 +44,8 @@ pub struct Inner {
     pub bus: crate::realtime::Bus,
     /// Attachment bytes under the data dir.
     pub files: crate::files::FileStore,
+    /// Knowledge, FAQs, memories and the answer pipeline.
+    pub assistant: Arc<crate::assistant::Assistant>,
     /// When each API key's `last_used_at` was last written (Unix seconds).
     key_use: DashMap<i64, u64>,
 }
@@ -86,6 +88,32 @@ impl AppState {
             .context("loading the plugins")?
         };
         let files = crate::files::FileStore::new(&config.storage.data_dir);
+        let plugins = Arc::new(plugins);
+        let assistant = {
+            let dir = config.storage.data_dir.clone();
+            let search = tokio::task::spawn_blocking(move || crate::search::Search::open(&dir))
+                .await
+                .context("opening the search index")?
+                .context("opening the search index")?;
+            let assistant = crate::assistant::Assistant::new(
+                config.assistant.clone(),
+                db.clone(),
+                plugins.clone(),
+                Some(search),
+            );
+            let report = assistant
+                .start()
+                .await
+                .context("loading the knowledge base into the search index")?;
+            tracing::info!(
+                passages = report.knowledge_entries,
+                faqs = report.faq_entries,
+                rebuilt = report.rebuilt,
+                embedded = report.embedded,
+                "search index ready"
+            );
+            Arc::new(assistant)
+        };
         Ok(AppState(Arc::new(Inner {
             config: Arc::new(config),
             db,
@@ -96,9 +124,10 @@ impl AppState {
             default_org_id: org.id,
             openapi: crate::api::openapi_document(),
             health: Default::default(),
-            plugins: Arc::new(plugins),
+            plugins,
             bus: Default::default(),
             files,
+            assistant,
             key_use: DashMap::new(),
         })))
     }
@@ -166,6 +195,27 @@ pub async fn serve(
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{addr}");
 
+    // Keeps the search index in step with changes made elsewhere (another
+    // node, `gateway kb import`).
+    let index_sync = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::assistant::SYNC_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match state.assistant.sync().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(indexes = n, "search index caught up with the database")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not bring the search index up to date")
+                    }
+                }
+            }
+        })
+    };
     let sweeper = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -174,6 +224,9 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 state.limiter.sweep(unix_now());
+                if let Err(e) = state.db.delete_expired_memories().await {
+                    tracing::warn!(error = %e, "could not sweep expired memories");
+                }
                 state.bus.sweep();
                 // Once an hour (it reads the files directory and asks the
                 // database about each old file): files whose rows went with
@@ -211,6 +264,7 @@ pub async fn serve(
     tokio::select! {
         result = &mut server => {
             sweeper.abort();
+            index_sync.abort();
             return result.context("server task failed")?;
         }
         () = shutdown => {}
@@ -229,6 +283,7 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    index_sync.abort();
     state.db.close().await;
     tracing::info!("shutdown complete");
     Ok(())

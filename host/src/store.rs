@@ -8,6 +8,7 @@
 
 mod conversations;
 mod identity;
+pub mod knowledge;
 mod plugin_kv;
 mod sqlite_reader;
 mod tickets;

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::domain::conversation::{
-    Attachment, Conversation, ConversationStatus, FILE_MAX_BYTES, FILES_PER_MESSAGE,
+    Attachment, Conversation, ConversationStatus, FILE_MAX_BYTES, FILES_PER_MESSAGE, Handling,
     IDEMPOTENCY_KEY_MAX, Message, NewConversation, NewMessage, Priority, SenderKind,
     validate_content, validate_subject, validate_tags,
 };
@@ -138,6 +138,15 @@ pub struct ChatMessage {
     /// `sent`, `delivered`, `read` or `failed`.
     status: String,
     attachments: Vec<AttachmentView>,
+    /// Who wrote it: `customer`, `assistant`, `agent` or `system`.
+    sender_type: &'static str,
+    /// The user who wrote it (absent for the assistant and the system).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_id: Option<String>,
+    /// For assistant replies: the passages they are based on (`kb-<id>`
+    /// knowledge passages, `faq-<id>` FAQs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<String>,
 }
 
 /// A file in the union of 000's and 001's fields.
@@ -214,8 +223,46 @@ impl ChatMessage {
                 m.status.clone()
             },
             attachments: Vec::new(),
+            sender_type: m.sender_kind.as_str(),
+            sender_id: m.sender_id.map(|id| id.to_string()),
+            sources: m.reply.sources.clone(),
         }
     }
+}
+
+/// Tells a session's WebSocket clients about a new message.
+pub(crate) fn publish_message(state: &AppState, m: &Message) {
+    state.bus.publish(
+        Topic::Chat(m.conversation_id),
+        &Event {
+            kind: "message",
+            data: ChatMessage::of(m),
+        },
+    );
+}
+
+/// Tells a session's clients, and its organization's staff on `/ws`, that
+/// the assistant handed the conversation over.
+pub(crate) fn publish_handover(state: &AppState, c: &Conversation, reason: &str) {
+    let data = serde_json::json!({
+        "sessionId": c.id.to_string(),
+        "customerId": c.customer_id.to_string(),
+        "channel": c.channel,
+        "status": c.handling.as_003(),
+        "reason": reason,
+        "timestamp": iso(Utc::now()),
+    });
+    state.bus.publish(
+        Topic::Chat(c.id),
+        &Event {
+            kind: "handover",
+            data: &data,
+        },
+    );
+    state.bus.publish(
+        Topic::Staff(c.org_id),
+        &serde_json::json!({"type": "handover_requested", "data": data}),
+    );
 }
 
 /// A path id: decimal digits, else the thing does not exist.
@@ -796,11 +843,20 @@ async fn post_message(
                 content,
                 is_internal: false,
                 idempotency_key: key,
+                reply: Default::default(),
             },
             &files,
         )
         .await?;
     let view = ChatMessage::with_files(&message, &attached);
+    // An agent who writes to the customer takes the conversation over: the
+    // assistant stays silent in it until handed back.
+    if created && sender_kind == SenderKind::Agent && c.handling != Handling::Agent {
+        state
+            .db
+            .set_handling(c.id, Handling::Agent, p.user_id())
+            .await?;
+    }
     if created {
         state.bus.publish(
             Topic::Chat(c.id),

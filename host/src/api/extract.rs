@@ -28,6 +28,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     }
 }
 
+/// The caller when credentials were sent; `None` for anonymous requests.
+/// Wrong credentials are still refused with 401.
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Authn>() {
+            Some(Authn::Valid(p)) => Ok(MaybeAuth(Some(*p))),
+            Some(Authn::Invalid(reason)) => Err(ApiError::unauthorized(*reason)),
+            Some(Authn::Anonymous) | None => Ok(MaybeAuth(None)),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = ApiError;
 

@@ -540,6 +540,7 @@ async fn send_ticket_message(
             content: content.unwrap_or_default(),
             is_internal,
             idempotency_key: key,
+            reply: Default::default(),
         })
         .await?;
     if created {
@@ -962,6 +963,7 @@ async fn incoming_webhook(
                     content: content.unwrap_or_default(),
                     is_internal,
                     idempotency_key: delivery.map(|d| format!("webhook:{d}")),
+                    reply: Default::default(),
                 })
                 .await?;
             if created {

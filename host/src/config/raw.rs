@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub rate_limits: RawRateLimits,
     pub log: RawLog,
     pub webhooks: RawWebhooks,
+    pub assistant: super::assistant::RawAssistant,
     /// `None` (no `plugins` key): the shipped defaults; `[]`: no plugins.
     pub plugins: Option<Vec<super::plugins::RawPlugin>>,
 }
@@ -533,7 +534,9 @@ impl RawConfig {
             ));
         }
 
+        let assistant = self.assistant.validate(source, &plugins)?;
         Ok(Config {
+            assistant,
             file,
             server,
             storage: StorageConfig { data_dir },

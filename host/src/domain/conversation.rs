@@ -137,6 +137,53 @@ pub struct Conversation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Who answers the customer now.
+    pub handling: Handling,
+    /// 003's client-chosen `sessionId`, when it is not this id.
+    pub external_id: Option<String>,
+    /// 003's session context: the last intent and entities (a JSON object).
+    pub context: serde_json::Value,
+    /// Messages with ids up to this one precede the last reset.
+    pub history_from: i64,
+}
+
+/// Who answers a conversation's customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handling {
+    /// The assistant.
+    Ai,
+    /// Handed over; waiting for an agent. The assistant is silent.
+    Waiting,
+    /// An agent took it over. The assistant is silent until handed back.
+    Agent,
+}
+
+impl Handling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handling::Ai => "ai",
+            Handling::Waiting => "waiting",
+            Handling::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ai" => Some(Handling::Ai),
+            "waiting" => Some(Handling::Waiting),
+            "agent" => Some(Handling::Agent),
+            _ => None,
+        }
+    }
+
+    /// 003's session status words.
+    pub fn as_003(self) -> &'static str {
+        match self {
+            Handling::Ai => "with_ai",
+            Handling::Waiting => "waiting_for_agent",
+            Handling::Agent => "with_agent",
+        }
+    }
 }
 
 impl Conversation {
@@ -176,6 +223,17 @@ pub struct Message {
     pub status: String,
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// For assistant replies: what they were based on and cost.
+    pub reply: ReplyMeta,
+}
+
+/// What an assistant reply was based on: the passage ids it cites, the
+/// tokens it used and how long it took (milliseconds). Zero for others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyMeta {
+    pub sources: Vec<String>,
+    pub tokens_used: i64,
+    pub response_time_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +246,7 @@ pub struct NewMessage {
     pub is_internal: bool,
     /// A retried send with the same key returns the first message.
     pub idempotency_key: Option<String>,
+    pub reply: ReplyMeta,
 }
 
 /// A stored file, sent with a message or uploaded on its own.

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 
 use super::{Db, StoreError, on_db};
 use crate::domain::conversation::{
-    Attachment, Conversation, ConversationStatus, Message, NewConversation, NewMessage, Priority,
-    SenderKind,
+    Attachment, Conversation, ConversationStatus, Handling, Message, NewConversation, NewMessage,
+    Priority, ReplyMeta, SenderKind,
 };
 
 /// A file to record: its bytes are already on disk under `sha256`.
@@ -61,7 +61,7 @@ const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (org_id, conversation_i
      RETURNING id, org_id, conversation_id, message_id, uploader_id, file_name, content_type, size, sha256, width, height, created_at";
 
 #[derive(sqlx::FromRow)]
-struct ConversationRow {
+pub(super) struct ConversationRow {
     id: i64,
     org_id: i64,
     customer_id: i64,
@@ -74,6 +74,10 @@ struct ConversationRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
+    handling: String,
+    external_id: Option<String>,
+    context: String,
+    history_from: i64,
 }
 
 impl From<ConversationRow> for Conversation {
@@ -92,11 +96,16 @@ impl From<ConversationRow> for Conversation {
             created_at: r.created_at,
             updated_at: r.updated_at,
             ended_at: r.ended_at,
+            handling: Handling::parse(&r.handling).unwrap_or(Handling::Ai),
+            external_id: r.external_id,
+            context: serde_json::from_str(&r.context)
+                .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+            history_from: r.history_from,
         }
     }
 }
 
-const CONVERSATION_COLUMNS: &str = "id, org_id, customer_id, agent_id, status, subject, priority, tags, channel, created_at, updated_at, ended_at";
+pub(super) const CONVERSATION_COLUMNS: &str = "id, org_id, customer_id, agent_id, status, subject, priority, tags, channel, created_at, updated_at, ended_at, handling, external_id, context, history_from";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct MessageRow {
@@ -110,6 +119,9 @@ pub(super) struct MessageRow {
     status: String,
     read_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    sources: String,
+    tokens_used: i64,
+    response_time_ms: i64,
 }
 
 impl From<MessageRow> for Message {
@@ -125,11 +137,16 @@ impl From<MessageRow> for Message {
             status: r.status,
             read_at: r.read_at,
             created_at: r.created_at,
+            reply: ReplyMeta {
+                sources: serde_json::from_str(&r.sources).unwrap_or_default(),
+                tokens_used: r.tokens_used,
+                response_time_ms: r.response_time_ms,
+            },
         }
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at";
+const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at, sources, tokens_used, response_time_ms";
 
 /// Which conversations a listing shows.
 #[derive(Debug, Clone, Default)]
@@ -160,8 +177,8 @@ macro_rules! message_tx {
         let files: &[NewAttachment] = $files;
         let now = Utc::now();
         let inserted: Option<MessageRow> = sqlx::query_as(&format!(
-            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at, sources, tokens_used, response_time_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {MESSAGE_COLUMNS}"
         ))
@@ -173,6 +190,9 @@ macro_rules! message_tx {
         .bind(new.is_internal)
         .bind(&new.idempotency_key)
         .bind(now)
+        .bind(serde_json::to_string(&new.reply.sources).unwrap_or_else(|_| "[]".into()))
+        .bind(new.reply.tokens_used)
+        .bind(new.reply.response_time_ms)
         .fetch_optional(&mut *$tx)
         .await?;
         let result: Result<Inserted, sqlx::Error> = match inserted {

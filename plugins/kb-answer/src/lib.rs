@@ -119,11 +119,12 @@ pub fn answer(request: &CompletionRequest) -> Completion {
     let question_terms = terms(question);
     let prompt_tokens = u32::try_from(words(question).count()).unwrap_or(u32::MAX);
 
+    // Passages come best first (the gateway's ranking); the first relevant
+    // one is the answer.
     let best = request
         .passages
         .iter()
-        .filter(|p| p.relevance >= MIN_RELEVANCE)
-        .max_by(|a, b| a.relevance.total_cmp(&b.relevance));
+        .find(|p| p.relevance >= MIN_RELEVANCE);
     let Some(best) = best else {
         return no_answer(prompt_tokens);
     };

@@ -1,0 +1,563 @@
+//! 003's `/ws` protocol.
+//!
+//! A customer connects with `?token=` (or an `Authorization` header),
+//! optionally `userId` and `sessionId`; the session is created on connect
+//! when new. Frames are JSON objects with a `type`:
+//!
+//! - `text` → `typing_start`, the assistant's `message` (`sender: "ai"`),
+//!   `typing_stop`; or `handover_initiated` when a person takes over; only
+//!   `typing_stop` while a person has the conversation.
+//! - `audio` → `transcription`, then as `text`.
+//! - `handover_request` → `handover_initiated`.
+//! - `typing` → relayed to the session's agents.
+//!
+//! Agents' replies (sent through the chat API) arrive as `message` with
+//! `sender: "agent"`, `agentId` and `agentName`; replies the assistant gave
+//! through another entry point arrive as `sender: "ai"`. A bad frame
+//! (malformed JSON, unknown type, missing field, too large) gets an
+//! `error` event and the connection stays open; frames over the transport
+//! limit ([`TRANSPORT_MAX`]) close it.
+//!
+//! Staff who connect without `sessionId` and `userId` receive their
+//! organization's `handover_requested` events instead.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use axum::extract::ws::{Message as Ws, WebSocket};
+use axum::extract::{Query, State};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::core::decode_audio;
+use super::{Customer, customer, session_for};
+use crate::api::chat::socket_principal;
+use crate::api::error::ApiError;
+use crate::api::extract::Auth;
+use crate::api::turns::{Said, announce, take_turn};
+use crate::assistant::{HandoverReason, Outcome};
+use crate::domain::Principal;
+use crate::domain::conversation::{Handling, validate_content};
+use crate::realtime::Topic;
+use crate::server::AppState;
+
+/// Largest frame the transport accepts; a larger one closes the connection.
+pub const TRANSPORT_MAX: usize = 16 * 1024 * 1024;
+/// Largest `audio` frame answered (base64 of a 10 MiB clip, and the rest).
+const AUDIO_FRAME_MAX: usize = 14 * 1024 * 1024;
+/// Largest frame of any other type.
+const FRAME_MAX: usize = 64 * 1024;
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(socket))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct WsQuery {
+    /// The customer (see `/api/core/messages`).
+    user_id: Option<String>,
+    /// The session to join; a new one without it.
+    session_id: Option<String>,
+    /// A JWT, for clients that cannot set headers.
+    token: Option<String>,
+}
+
+/// The 003 WebSocket protocol (see the module documentation for the frames).
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "003 websocket",
+    params(WsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", body = crate::api::openapi::PlatformErrorBody),
+        (status = 401, description = "Not authenticated", body = crate::api::openapi::PlatformErrorBody),
+        (status = 403, description = "userId or sessionId is not the caller's", body = crate::api::openapi::PlatformErrorBody),
+    )
+)]
+async fn socket(
+    State(state): State<AppState>,
+    auth: Result<Auth, ApiError>,
+    Query(q): Query<WsQuery>,
+    upgrade: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<axum::response::Response, ApiError> {
+    let p = socket_principal(&state, auth, q.token.as_deref())?;
+    let upgrade = upgrade
+        .map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?
+        .max_message_size(TRANSPORT_MAX)
+        .max_frame_size(TRANSPORT_MAX);
+    let connection_id = format!("conn-{:032x}", rand::random::<u128>());
+    if p.is_staff() && q.session_id.is_none() && q.user_id.is_none() {
+        let events = state.bus.subscribe(Topic::Staff(p.org_id));
+        let hello = established(
+            &connection_id,
+            &p.user_id().unwrap_or_default().to_string(),
+            None,
+        );
+        return Ok(upgrade.on_upgrade(move |socket| staff_feed(socket, events, hello)));
+    }
+    let who = customer(&state, &p, q.user_id.as_deref()).await?;
+    let (c, session_id) = session_for(&state, &p, &who, q.session_id.as_deref(), "web").await?;
+    // Subscribe before answering, so no event between the two is lost.
+    let events = state.bus.subscribe(Topic::Chat(c.id));
+    let hello = established(&connection_id, &who.reference, Some(&session_id));
+    let session = Session {
+        state,
+        principal: p,
+        customer: who,
+        conversation_id: c.id,
+        own: HashSet::new(),
+        agent_names: HashMap::new(),
+    };
+    Ok(upgrade.on_upgrade(move |socket| session.run(socket, events, hello)))
+}
+
+fn now() -> String {
+    super::iso(Utc::now())
+}
+
+fn established(connection_id: &str, user_id: &str, session_id: Option<&str>) -> Value {
+    json!({
+        "type": "connection_established",
+        "connectionId": connection_id,
+        "userId": user_id,
+        "sessionId": session_id,
+        "message": "Connected to AI Customer Support",
+        "timestamp": now(),
+    })
+}
+
+fn error_event(code: &str, message: impl Into<String>) -> Value {
+    json!({
+        "type": "error",
+        "message": message.into(),
+        "code": code,
+        "timestamp": now(),
+    })
+}
+
+async fn send(socket: &mut WebSocket, event: &Value) -> bool {
+    let text = event.to_string();
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Staff: their organization's handover events.
+async fn staff_feed(
+    mut socket: WebSocket,
+    mut events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
+    hello: Value,
+) {
+    if !send(&mut socket, &hello).await {
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(frame) => {
+                    let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Text(frame.as_ref().into()))).await;
+                    if !matches!(sent, Ok(Ok(()))) { break; }
+                }
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Ws::Text(_))) => {
+                    if !send(&mut socket, &error_event("invalid_request", "staff connections receive events only")).await { break; }
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await, Ok(Ok(()))) { break; }
+            }
+        }
+    }
+}
+
+struct Session {
+    state: AppState,
+    principal: Principal,
+    customer: Customer,
+    conversation_id: i64,
+    /// Messages this connection delivered itself (not relayed again).
+    own: HashSet<String>,
+    agent_names: HashMap<String, String>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut socket: WebSocket,
+        mut events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
+        hello: Value,
+    ) {
+        metrics::gauge!("websocket_connections").increment(1.0);
+        if send(&mut socket, &hello).await {
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.tick().await;
+            let mut last_seen = Instant::now();
+            loop {
+                tokio::select! {
+                    incoming = socket.recv() => match incoming {
+                        Some(Ok(Ws::Text(text))) => {
+                            last_seen = Instant::now();
+                            if !self.frame(&mut socket, text.as_str()).await { break; }
+                        }
+                        Some(Ok(Ws::Binary(_))) => {
+                            if !send(&mut socket, &error_event("invalid_request", "frames must be JSON text")).await { break; }
+                        }
+                        Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => last_seen = Instant::now(),
+                    },
+                    event = events.recv() => match event {
+                        Ok(frame) => {
+                            if let Some(out) = self.relayed(&frame).await
+                                && !send(&mut socket, &out).await
+                            {
+                                break;
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
+                    },
+                    _ = ping.tick() => {
+                        if last_seen.elapsed() > PING_EVERY * 2 { break; }
+                        if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await, Ok(Ok(()))) { break; }
+                    }
+                }
+            }
+        }
+        metrics::gauge!("websocket_connections").decrement(1.0);
+    }
+
+    /// Handles one client frame; `false` when the connection is gone.
+    async fn frame(&mut self, socket: &mut WebSocket, text: &str) -> bool {
+        if text.len() > AUDIO_FRAME_MAX {
+            return send(
+                socket,
+                &error_event(
+                    "frame_too_large",
+                    format!(
+                        "frames must be at most {} MiB",
+                        AUDIO_FRAME_MAX / 1024 / 1024
+                    ),
+                ),
+            )
+            .await;
+        }
+        let frame: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return send(
+                    socket,
+                    &error_event("invalid_json", format!("malformed JSON: {e}")),
+                )
+                .await;
+            }
+        };
+        let Some(kind) = frame.get("type").and_then(Value::as_str) else {
+            return send(
+                socket,
+                &error_event(
+                    "invalid_request",
+                    "a frame is a JSON object with a string `type`",
+                ),
+            )
+            .await;
+        };
+        if kind != "audio" && text.len() > FRAME_MAX {
+            return send(
+                socket,
+                &error_event(
+                    "frame_too_large",
+                    format!("{kind} frames must be at most {} KiB", FRAME_MAX / 1024),
+                ),
+            )
+            .await;
+        }
+        match kind {
+            "text" => {
+                let Some(content) = frame.get("text").and_then(Value::as_str) else {
+                    return send(socket, &error_event("invalid_request", "a text frame needs a string `text`")).await;
+                };
+                if let Err(e) = validate_content("text", content) {
+                    return send(socket, &error_event("invalid_request", format!("text {}", e.message))).await;
+                }
+                let id = frame.get("id").and_then(Value::as_str).map(str::to_owned);
+                self.turn(socket, content, id).await
+            }
+            "audio" => self.audio(socket, &frame).await,
+            "handover_request" => self.handover(socket).await,
+            "typing" => {
+                let is_typing = frame.get("isTyping").and_then(Value::as_bool).unwrap_or(true);
+                self.state.bus.publish(
+                    Topic::Chat(self.conversation_id),
+                    &json!({"type": "typing", "data": {
+                        "userId": self.customer.user_id.to_string(),
+                        "isTyping": is_typing,
+                        "timestamp": now(),
+                    }}),
+                );
+                true
+            }
+            other => send(socket, &error_event("unknown_type", format!("unknown frame type {other:?}: expected text, audio, handover_request or typing"))).await,
+        }
+    }
+
+    async fn turn(&mut self, socket: &mut WebSocket, text: &str, id: Option<String>) -> bool {
+        if !send(socket, &json!({"type": "typing_start", "timestamp": now()})).await {
+            return false;
+        }
+        let result = async {
+            let c = self
+                .state
+                .db
+                .conversation(self.conversation_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("The session was deleted"))?;
+            take_turn(
+                &self.state,
+                &c,
+                Said {
+                    text,
+                    sender_id: Some(self.customer.user_id),
+                    idempotency_key: id,
+                    customer_ref: self.customer.reference.clone(),
+                    asked_for_person: false,
+                },
+            )
+            .await
+        }
+        .await;
+        let reply = match result {
+            Ok((customer_message, turn)) => {
+                self.own.insert(customer_message.id.to_string());
+                match &turn.outcome {
+                    Outcome::Answered { reply } => {
+                        self.own.insert(reply.id.to_string());
+                        Some(json!({
+                            "type": "message",
+                            "text": reply.content,
+                            "messageId": reply.id.to_string(),
+                            "timestamp": super::iso(reply.created_at),
+                            "sender": "ai",
+                            "sources": reply.reply.sources,
+                        }))
+                    }
+                    Outcome::HandedOver { notice, reason, .. } => {
+                        self.own.insert(notice.id.to_string());
+                        Some(handover_event(&notice.content, reason.as_str()))
+                    }
+                    Outcome::Silent => None,
+                }
+            }
+            Err(e) => Some(error_event(e.code.as_platform_str(), e.message.clone())),
+        };
+        if let Some(reply) = reply
+            && !send(socket, &reply).await
+        {
+            return false;
+        }
+        send(socket, &json!({"type": "typing_stop", "timestamp": now()})).await
+    }
+
+    async fn audio(&mut self, socket: &mut WebSocket, frame: &Value) -> bool {
+        let (Some(audio), Some(format)) = (
+            frame.get("audio").and_then(Value::as_str),
+            frame.get("format").and_then(Value::as_str),
+        ) else {
+            return send(
+                socket,
+                &error_event(
+                    "invalid_request",
+                    "an audio frame needs string `audio` (base64) and `format`",
+                ),
+            )
+            .await;
+        };
+        let language = frame.get("language").and_then(Value::as_str);
+        let heard = match decode_audio(audio, format) {
+            Ok(bytes) => self
+                .state
+                .assistant
+                .transcribe(&bytes, &format.to_ascii_lowercase(), language)
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        match heard {
+            Ok(text) if !text.trim().is_empty() => {
+                let text = text.trim().to_owned();
+                if !send(
+                    socket,
+                    &json!({"type": "transcription", "text": text, "timestamp": now()}),
+                )
+                .await
+                {
+                    return false;
+                }
+                let id = frame.get("id").and_then(Value::as_str).map(str::to_owned);
+                self.turn(socket, &text, id).await
+            }
+            Ok(_) => {
+                send(
+                    socket,
+                    &error_event("invalid_request", "nothing could be heard in the audio"),
+                )
+                .await
+            }
+            Err(e) => {
+                send(
+                    socket,
+                    &error_event(e.code.as_platform_str(), e.message.clone()),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn handover(&mut self, socket: &mut WebSocket) -> bool {
+        let result = async {
+            let c = self
+                .state
+                .db
+                .conversation(self.conversation_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("The session was deleted"))?;
+            if c.handling != Handling::Ai {
+                return Ok(None);
+            }
+            let outcome = self
+                .state
+                .assistant
+                .hand_over(&c, HandoverReason::Requested, Instant::now())
+                .await?;
+            let turn = crate::assistant::Turn {
+                outcome,
+                context: Default::default(),
+                response_time_ms: 0,
+                tokens_used: 0,
+            };
+            announce(&self.state, &turn);
+            Ok::<_, ApiError>(turn.message().cloned())
+        }
+        .await;
+        let event = match result {
+            Ok(Some(notice)) => {
+                self.own.insert(notice.id.to_string());
+                handover_event(&notice.content, HandoverReason::Requested.as_str())
+            }
+            Ok(None) => handover_event(
+                "A member of our team has been asked to join; they will reply here.",
+                HandoverReason::Requested.as_str(),
+            ),
+            Err(e) => error_event(e.code.as_platform_str(), e.message.clone()),
+        };
+        send(socket, &event).await
+    }
+
+    /// What a bus event becomes for this customer, if anything.
+    async fn relayed(&mut self, frame: &str) -> Option<Value> {
+        let event: Value = serde_json::from_str(frame).ok()?;
+        let data = event.get("data")?;
+        match event.get("type")?.as_str()? {
+            "message" => {
+                let id = data.get("id")?.as_str()?.to_owned();
+                if self.own.remove(&id) {
+                    return None;
+                }
+                let text = data.get("content")?.as_str()?;
+                let timestamp = data
+                    .get("timestamp")
+                    .cloned()
+                    .unwrap_or_else(|| json!(now()));
+                match data.get("senderType")?.as_str()? {
+                    "agent" => {
+                        let agent_id = data
+                            .get("senderId")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned();
+                        let agent_name = self.agent_name(&agent_id).await;
+                        Some(json!({
+                            "type": "message",
+                            "text": text,
+                            "messageId": id,
+                            "agentId": agent_id,
+                            "agentName": agent_name,
+                            "timestamp": timestamp,
+                            "sender": "agent",
+                        }))
+                    }
+                    "assistant" => Some(json!({
+                        "type": "message",
+                        "text": text,
+                        "messageId": id,
+                        "timestamp": timestamp,
+                        "sender": "ai",
+                        "sources": data.get("sources").cloned().unwrap_or_else(|| json!([])),
+                    })),
+                    _ => None,
+                }
+            }
+            "typing" => {
+                let from = data.get("userId")?.as_str()?;
+                if from == self.customer.user_id.to_string() {
+                    return None;
+                }
+                let typing = data.get("isTyping")?.as_bool()?;
+                Some(json!({
+                    "type": if typing { "typing_start" } else { "typing_stop" },
+                    "sender": "agent",
+                    "timestamp": now(),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    async fn agent_name(&mut self, agent_id: &str) -> String {
+        if let Some(name) = self.agent_names.get(agent_id) {
+            return name.clone();
+        }
+        let user = match agent_id.parse::<i64>() {
+            Ok(id) => self.state.db.user_by_id(id).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let name = user
+            .filter(|u| u.org_id == self.principal.org_id)
+            .map(|u| {
+                u.full_name
+                    .or(u.username)
+                    .unwrap_or_else(|| "Support agent".into())
+            })
+            .unwrap_or_else(|| "Support agent".into());
+        self.agent_names.insert(agent_id.to_owned(), name.clone());
+        name
+    }
+}
+
+fn handover_event(message: &str, reason: &str) -> Value {
+    json!({
+        "type": "handover_initiated",
+        "message": message,
+        "reason": reason,
+        "timestamp": now(),
+    })
+}
