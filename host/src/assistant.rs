@@ -62,6 +62,8 @@ pub enum HandoverReason {
     NoKnowledge,
     /// The provider's confidence was below the threshold.
     LowConfidence,
+    /// Two documents matched about equally well.
+    Ambiguous,
 }
 
 impl HandoverReason {
@@ -70,6 +72,7 @@ impl HandoverReason {
             HandoverReason::Requested => "requested",
             HandoverReason::NoKnowledge => "no_relevant_knowledge",
             HandoverReason::LowConfidence => "low_confidence",
+            HandoverReason::Ambiguous => "ambiguous_knowledge",
         }
     }
 }
@@ -273,6 +276,21 @@ impl Assistant {
         }
 
         let hits = self.retrieve(conversation.org_id, text).await?;
+        // Two documents about equally relevant: answering from either may
+        // well answer a different question.
+        if let [best, runner_up, ..] = hits.as_slice()
+            && best.relevance - runner_up.relevance < self.config.ambiguity_margin
+        {
+            let outcome = self
+                .hand_over(conversation, HandoverReason::Ambiguous, started)
+                .await?;
+            return Ok(Turn {
+                outcome,
+                context,
+                response_time_ms: elapsed(started),
+                tokens_used: 0,
+            });
+        }
         if hits.is_empty() {
             if rules::is_small_talk(text) {
                 let reply = self

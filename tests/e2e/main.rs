@@ -3,6 +3,8 @@
 
 mod common;
 
+mod answers;
+mod assistant;
 mod attachments;
 mod auth;
 mod chat;

@@ -13,6 +13,10 @@ use super::{Assistant, AssistantError};
 /// (tuned on `eval/`: 0 gives 90% top-3, 0.5-1.0 gives 93-94%).
 const RANK_WEIGHT: f32 = 0.75;
 
+/// Hits below this relevance are not results at all (a vector's faint
+/// similarity with no word in common).
+const RELEVANCE_FLOOR: f32 = 0.1;
+
 /// Candidates each corpus offers before the two are merged.
 const MERGE_DEPTH: usize = 20;
 
@@ -276,9 +280,13 @@ impl Assistant {
             .max(f32::EPSILON);
         let key = |h: &Hit| h.relevance + RANK_WEIGHT * h.score / top;
         hits.sort_by(|a, b| key(b).total_cmp(&key(a)));
-        // One result per document: its best passage.
+        // One result per document (its best passage), and none that share
+        // next to nothing with the question.
         let mut seen = std::collections::HashSet::new();
-        hits.retain(|h| seen.insert((h.entry.source == "faq", h.entry.document_id)));
+        hits.retain(|h| {
+            h.relevance >= RELEVANCE_FLOOR
+                && seen.insert((h.entry.source == "faq", h.entry.document_id))
+        });
         hits.truncate(limit);
         Ok(hits)
     }

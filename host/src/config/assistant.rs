@@ -20,6 +20,9 @@ pub struct AssistantConfig {
     pub handover_confidence: f32,
     /// Passages below this relevance are not retrieved at all.
     pub min_relevance: f32,
+    /// When the runner-up document is this close to the best in relevance,
+    /// retrieval is ambiguous and a person takes over.
+    pub ambiguity_margin: f32,
     /// Passages given to the provider per answer.
     pub passages: usize,
     /// Earlier messages given to the provider.
@@ -52,6 +55,7 @@ pub struct RawAssistant {
     pub transcription: String,
     pub handover_confidence: f32,
     pub min_relevance: f32,
+    pub ambiguity_margin: f32,
     pub passages: usize,
     pub history_messages: usize,
     pub short_term_ttl_secs: u64,
@@ -70,6 +74,7 @@ impl Default for RawAssistant {
             transcription: String::new(),
             handover_confidence: 0.3,
             min_relevance: 0.45,
+            ambiguity_margin: 0.04,
             passages: 5,
             history_messages: 10,
             short_term_ttl_secs: 24 * 3600,
@@ -212,6 +217,7 @@ impl RawAssistant {
         for (key, value) in [
             ("assistant.handover_confidence", self.handover_confidence),
             ("assistant.min_relevance", self.min_relevance),
+            ("assistant.ambiguity_margin", self.ambiguity_margin),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(invalid(key, format!("expected 0 to 1, got {value}")));
@@ -254,6 +260,7 @@ impl RawAssistant {
             embeddings,
             handover_confidence: self.handover_confidence,
             min_relevance: self.min_relevance,
+            ambiguity_margin: self.ambiguity_margin,
             passages: self.passages,
             history_messages: self.history_messages,
             short_term_ttl: Duration::from_secs(self.short_term_ttl_secs),

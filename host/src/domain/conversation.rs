@@ -346,6 +346,10 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             ended_at: None,
+            handling: Handling::Ai,
+            external_id: None,
+            context: serde_json::json!({}),
+            history_from: 0,
         }
     }
 
