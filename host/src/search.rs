@@ -742,7 +742,12 @@ mod tests {
             .unwrap();
         assert_eq!(hits[0].entry.id, 1, "{hits:?}");
         assert!(hits.iter().all(|h| h.entry.org_id == 1));
-        assert!(hits[0].relevance > 0.9 && hits[0].relevance <= 1.0);
+        // Without vectors, relevance is the term coverage's share: "return"
+        // in the title, "item" in the body.
+        assert!(
+            hits[0].relevance > 0.6 && hits[0].relevance <= 1.0,
+            "{hits:?}"
+        );
         assert!(corpus.search(1, "the of and", None, 5).unwrap().is_empty());
         corpus.apply(Vec::new(), &[(1, 1)], 8).unwrap();
         let hits = corpus.search(1, "returning", None, 5).unwrap();

@@ -850,12 +850,10 @@ async fn post_message(
         .await?;
     let view = ChatMessage::with_files(&message, &attached);
     // An agent who writes to the customer takes the conversation over: the
-    // assistant stays silent in it until handed back.
+    // assistant stays silent in it until handed back. (Assignment stays
+    // 001's own business: writing does not assign.)
     if created && sender_kind == SenderKind::Agent && c.handling != Handling::Agent {
-        state
-            .db
-            .set_handling(c.id, Handling::Agent, p.user_id())
-            .await?;
+        state.db.set_handling(c.id, Handling::Agent, None).await?;
     }
     if created {
         state.bus.publish(

@@ -294,13 +294,15 @@ mod tests {
 
     #[test]
     fn long_articles_split_at_paragraphs_and_headings() {
-        let para = "Refunds reach your card within five business days. ".repeat(8);
+        let para = "Refunds reach your card within five business days. ".repeat(15);
         let body = format!(
             "Intro line.\n\n## Returns\n\n{para}\n\n{para}\n\n## Exchanges\n\nSwap sizes for free."
         );
         let passages = split_passages(&body);
         assert!(passages.len() >= 3, "{passages:#?}");
-        assert!(passages.iter().any(|p| p.starts_with("Returns\n")));
+        // A short opening keeps the heading that follows it; a heading
+        // stays with the text under it.
+        assert!(passages[0].starts_with("Intro line.\nReturns\nRefunds"));
         assert!(passages.last().unwrap().starts_with("Exchanges\nSwap"));
         assert!(
             passages
@@ -309,7 +311,7 @@ mod tests {
         );
         let huge = "A sentence that goes on. ".repeat(200);
         let cut = split_passages(&huge);
-        assert!(cut.len() > 5 && cut.iter().all(|p| p.chars().count() <= PASSAGE_TARGET + 30));
+        assert!(cut.len() >= 5 && cut.iter().all(|p| p.chars().count() <= PASSAGE_TARGET + 30));
         assert!(split_passages("  \n\n ## \n").is_empty());
     }
 
