@@ -95,7 +95,7 @@ pub enum Outcome {
     HandedOver {
         notice: Message,
         reason: HandoverReason,
-        conversation: Conversation,
+        conversation: Box<Conversation>,
     },
     /// A person has (or is about to take) the conversation: no answer.
     Silent,
@@ -264,15 +264,9 @@ impl Assistant {
         }
         if asked_for_person || rules::asks_for_person(&self.config, text) {
             context.confidence = 1.0;
-            let outcome = self
-                .hand_over(conversation, HandoverReason::Requested, started)
-                .await?;
-            return Ok(Turn {
-                outcome,
-                context,
-                response_time_ms: elapsed(started),
-                tokens_used: 0,
-            });
+            return self
+                .handover_turn(conversation, HandoverReason::Requested, context, 0, started)
+                .await;
         }
 
         let hits = self.retrieve(conversation.org_id, text).await?;
@@ -281,20 +275,21 @@ impl Assistant {
         if let [best, runner_up, ..] = hits.as_slice()
             && best.relevance - runner_up.relevance < self.config.ambiguity_margin
         {
-            let outcome = self
-                .hand_over(conversation, HandoverReason::Ambiguous, started)
-                .await?;
-            return Ok(Turn {
-                outcome,
-                context,
-                response_time_ms: elapsed(started),
-                tokens_used: 0,
-            });
+            return self
+                .handover_turn(conversation, HandoverReason::Ambiguous, context, 0, started)
+                .await;
         }
         if hits.is_empty() {
             if rules::is_small_talk(text) {
                 let reply = self
-                    .store_reply(conversation, rules::GREETING_REPLY, Vec::new(), 0, started)
+                    .store_reply(
+                        conversation,
+                        rules::GREETING_REPLY,
+                        Vec::new(),
+                        0,
+                        None,
+                        started,
+                    )
                     .await?;
                 context.intent = Some("greeting".into());
                 context.confidence = 1.0;
@@ -305,15 +300,15 @@ impl Assistant {
                     tokens_used: 0,
                 });
             }
-            let outcome = self
-                .hand_over(conversation, HandoverReason::NoKnowledge, started)
-                .await?;
-            return Ok(Turn {
-                outcome,
-                context,
-                response_time_ms: elapsed(started),
-                tokens_used: 0,
-            });
+            return self
+                .handover_turn(
+                    conversation,
+                    HandoverReason::NoKnowledge,
+                    context,
+                    0,
+                    started,
+                )
+                .await;
         }
 
         let history_limit = i64::try_from(self.config.history_messages + 1).unwrap_or(11);
@@ -344,41 +339,69 @@ impl Assistant {
         if completion.confidence < self.config.handover_confidence
             || completion.used_passages.is_empty()
         {
-            let outcome = self
-                .hand_over(conversation, HandoverReason::LowConfidence, started)
-                .await?;
-            return Ok(Turn {
-                outcome,
-                context,
-                response_time_ms: elapsed(started),
-                tokens_used: tokens,
+            return self
+                .handover_turn(
+                    conversation,
+                    HandoverReason::LowConfidence,
+                    context,
+                    tokens,
+                    started,
+                )
+                .await;
+        }
+        // Views of cited FAQs are counted off the answer's path.
+        let faqs: Vec<i64> = completion
+            .used_passages
+            .iter()
+            .filter_map(|id| id.strip_prefix("faq-")?.parse().ok())
+            .collect();
+        if !faqs.is_empty() {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                for id in faqs {
+                    if let Err(e) = db.count_faq_view(id).await {
+                        tracing::warn!(error = %e, "could not count an FAQ view");
+                    }
+                }
             });
         }
-        for id in &completion.used_passages {
-            if let Some(faq) = id.strip_prefix("faq-").and_then(|n| n.parse().ok()) {
-                self.db.count_faq_view(faq).await?;
-            }
-        }
+        let context_json = json!({
+            "intent": context.intent,
+            "entities": context.entities,
+            "confidence": context.confidence,
+        });
         let reply = self
             .store_reply(
                 conversation,
                 &completion.text,
                 completion.used_passages.clone(),
                 tokens,
+                Some(context_json.to_string()),
                 started,
             )
             .await?;
-        let context_json = json!({
-            "intent": context.intent,
-            "entities": context.entities,
-            "confidence": context.confidence,
-        });
-        self.db.set_context(conversation.id, &context_json).await?;
         Ok(Turn {
             response_time_ms: reply.reply.response_time_ms,
             outcome: Outcome::Answered { reply },
             context,
             tokens_used: tokens,
+        })
+    }
+
+    async fn handover_turn(
+        &self,
+        conversation: &Conversation,
+        reason: HandoverReason,
+        context: TurnContext,
+        tokens_used: i64,
+        started: Instant,
+    ) -> Result<Turn, AssistantError> {
+        let outcome = self.hand_over(conversation, reason, started).await?;
+        Ok(Turn {
+            outcome,
+            context,
+            response_time_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            tokens_used,
         })
     }
 
@@ -450,6 +473,7 @@ impl Assistant {
         text: &str,
         sources: Vec<String>,
         tokens_used: i64,
+        context: Option<String>,
         started: Instant,
     ) -> Result<Message, AssistantError> {
         let (message, _) = self
@@ -462,6 +486,7 @@ impl Assistant {
                 content: text.to_owned(),
                 is_internal: false,
                 idempotency_key: None,
+                context,
                 reply: ReplyMeta {
                     sources,
                     tokens_used,
@@ -498,6 +523,7 @@ impl Assistant {
                 content: HANDOVER_NOTICE.to_owned(),
                 is_internal: false,
                 idempotency_key: None,
+                context: None,
                 reply: ReplyMeta {
                     sources: Vec::new(),
                     tokens_used: 0,
@@ -509,7 +535,7 @@ impl Assistant {
         Ok(Outcome::HandedOver {
             notice,
             reason,
-            conversation: updated,
+            conversation: Box::new(updated),
         })
     }
 }

@@ -305,6 +305,35 @@ pub fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     out
 }
 
+/// FNV-1a of an analysed term.
+fn term_hash(term: &str) -> u32 {
+    term.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// An entry's analysed terms, hashed and sorted: title and body apart.
+#[derive(Debug, Default)]
+struct TermSet {
+    title: Box<[u32]>,
+    body: Box<[u32]>,
+}
+
+impl TermSet {
+    fn of(analyzer: &mut TextAnalyzer, entry: &Entry) -> TermSet {
+        let mut hashed = |text: &str| {
+            let mut v: Vec<u32> = terms(analyzer, text).iter().map(|t| term_hash(t)).collect();
+            v.sort_unstable();
+            v.dedup();
+            v.into_boxed_slice()
+        };
+        TermSet {
+            title: hashed(&entry.title),
+            body: hashed(&entry.content),
+        }
+    }
+}
+
 /// One searchable entry: a knowledge passage or an FAQ.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -355,6 +384,9 @@ pub struct Corpus {
     analyzer: TextAnalyzer,
     synonyms: HashMap<String, Vec<String>>,
     orgs: RwLock<HashMap<i64, Vectors>>,
+    /// Each entry's analysed terms, hashed, for `relevance`: analysing
+    /// candidates at query time would cost more than the search.
+    term_sets: RwLock<HashMap<i64, TermSet>>,
     /// The last generation applied in this process, and whether a change
     /// from elsewhere (another node, the CLI) may be missing.
     applied: Mutex<(Option<i64>, bool)>,
@@ -408,6 +440,7 @@ impl Corpus {
             synonyms: synonym_map(&mut analyzer()),
             analyzer: analyzer(),
             orgs: RwLock::new(HashMap::new()),
+            term_sets: RwLock::new(HashMap::new()),
             applied: Mutex::new((None, false)),
         })
     }
@@ -461,6 +494,7 @@ impl Corpus {
         if let Some(g) = self.generation() {
             self.note_applied(g, true);
         }
+        self.remember_terms(&entries, &[]);
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
         for (entry, vector) in entries {
             orgs.entry(entry.org_id)
@@ -486,6 +520,10 @@ impl Corpus {
         }
         self.reader.reload()?;
         self.orgs.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.term_sets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.load(entries);
         self.note_applied(generation, true);
         Ok(())
@@ -511,6 +549,7 @@ impl Corpus {
         }
         self.reader.reload()?;
         self.note_applied(generation, false);
+        self.remember_terms(&upserts, removed);
         let mut orgs = self.orgs.write().unwrap_or_else(|e| e.into_inner());
         for (org, id) in removed {
             if let Some(v) = orgs.get_mut(org) {
@@ -523,6 +562,19 @@ impl Corpus {
                 .upsert(Arc::new(entry), vector);
         }
         Ok(())
+    }
+
+    fn remember_terms(&self, upserts: &[(Entry, Option<Vec<f32>>)], removed: &[(i64, i64)]) {
+        let mut analyzer = self.analyzer.clone();
+        let made: Vec<(i64, TermSet)> = upserts
+            .iter()
+            .map(|(e, _)| (e.id, TermSet::of(&mut analyzer, e)))
+            .collect();
+        let mut sets = self.term_sets.write().unwrap_or_else(|e| e.into_inner());
+        for (_, id) in removed {
+            sets.remove(id);
+        }
+        sets.extend(made);
     }
 
     fn document(&self, entry: &Entry) -> TantivyDocument {
@@ -627,16 +679,16 @@ impl Corpus {
                 continue;
             };
             let coverage = if idf_total > 0.0 {
-                let title: HashSet<String> =
-                    terms(&mut analyzer, &entry.title).into_iter().collect();
-                let body: HashSet<String> =
-                    terms(&mut analyzer, &entry.content).into_iter().collect();
+                let sets = self.term_sets.read().unwrap_or_else(|e| e.into_inner());
+                let empty = TermSet::default();
+                let set = sets.get(&id).unwrap_or(&empty);
                 // Full credit in the title, less in the body alone; a
                 // synonym earns its weight of that.
                 let credit = |t: &String| {
-                    if title.contains(t) {
+                    let h = term_hash(t);
+                    if set.title.binary_search(&h).is_ok() {
                         1.0
-                    } else if body.contains(t) {
+                    } else if set.body.binary_search(&h).is_ok() {
                         BODY_CREDIT
                     } else {
                         0.0
@@ -718,8 +770,8 @@ mod tests {
 
     #[test]
     fn bm25_stems_filters_by_org_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let corpus = Corpus::open("knowledge", dir.path()).unwrap();
+        let dir = tempfile::tempdir().expect("as expected");
+        let corpus = Corpus::open("knowledge", dir.path()).expect("as expected");
         assert_eq!(corpus.generation(), None);
         corpus
             .apply(
@@ -736,10 +788,10 @@ mod tests {
                 &[],
                 7,
             )
-            .unwrap();
+            .expect("as expected");
         let hits = corpus
             .search(1, "How do I return my item?", None, 5)
-            .unwrap();
+            .expect("as expected");
         assert_eq!(hits[0].entry.id, 1, "{hits:?}");
         assert!(hits.iter().all(|h| h.entry.org_id == 1));
         // Without vectors, relevance is the term coverage's share: "return"
@@ -748,28 +800,33 @@ mod tests {
             hits[0].relevance > 0.6 && hits[0].relevance <= 1.0,
             "{hits:?}"
         );
-        assert!(corpus.search(1, "the of and", None, 5).unwrap().is_empty());
-        corpus.apply(Vec::new(), &[(1, 1)], 8).unwrap();
-        let hits = corpus.search(1, "returning", None, 5).unwrap();
+        assert!(
+            corpus
+                .search(1, "the of and", None, 5)
+                .expect("as expected")
+                .is_empty()
+        );
+        corpus.apply(Vec::new(), &[(1, 1)], 8).expect("as expected");
+        let hits = corpus.search(1, "returning", None, 5).expect("as expected");
         assert!(hits.is_empty(), "{hits:?}");
         drop(corpus);
-        let again = Corpus::open("knowledge", dir.path()).unwrap();
+        let again = Corpus::open("knowledge", dir.path()).expect("as expected");
         assert_eq!(again.generation(), Some(8));
     }
 
     #[test]
     fn vectors_fuse_with_bm25() {
-        let dir = tempfile::tempdir().unwrap();
-        let corpus = Corpus::open("knowledge", dir.path()).unwrap();
+        let dir = tempfile::tempdir().expect("as expected");
+        let corpus = Corpus::open("knowledge", dir.path()).expect("as expected");
         let mut a = entry(1, 1, "Alpha", "zebra crossing");
         a.1 = Some(vec![1.0, 0.0]);
         let mut b = entry(2, 1, "Beta", "nothing shared");
         b.1 = Some(vec![0.0, 1.0]);
-        corpus.apply(vec![a, b], &[], 1).unwrap();
+        corpus.apply(vec![a, b], &[], 1).expect("as expected");
         // No shared words with entry 2, but its vector is the query's.
         let hits = corpus
             .search(1, "unrelated words", Some(&[0.0, 1.0]), 5)
-            .unwrap();
+            .expect("as expected");
         assert_eq!(hits[0].entry.id, 2);
         assert!((hits[0].relevance - VECTOR_WEIGHT).abs() < 1e-3);
     }

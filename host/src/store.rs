@@ -44,6 +44,10 @@ pub struct Db {
     reader: Option<Arc<sqlite_reader::SqliteReader>>,
     /// SQLite's group writer for messages (see `conversations::group_writer`).
     writer: Option<tokio::sync::mpsc::Sender<conversations::WriteJob>>,
+    /// SQLite takes one writer at a time, and a writer that finds it taken
+    /// sleeps with back-off (busy_timeout): tens of milliseconds under
+    /// load. The writes on the conversation path queue here instead.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,11 +100,17 @@ impl Db {
                 let reader = (!in_memory)
                     .then(|| Arc::new(sqlite_reader::SqliteReader::new(file, config.busy_timeout)));
                 let (writer, jobs) = tokio::sync::mpsc::channel(4096);
-                tokio::spawn(conversations::group_writer(pool.clone(), jobs));
+                let gate = Arc::new(tokio::sync::Mutex::new(()));
+                tokio::spawn(conversations::group_writer(
+                    pool.clone(),
+                    jobs,
+                    gate.clone(),
+                ));
                 Ok(Db {
                     pool: Pool::Sqlite(pool),
                     reader,
                     writer: Some(writer),
+                    write_gate: Some(gate),
                 })
             }
             DatabaseKind::Postgres => {
@@ -113,8 +123,18 @@ impl Db {
                     pool: Pool::Postgres(pool),
                     reader: None,
                     writer: None,
+                    write_gate: None,
                 })
             }
+        }
+    }
+
+    /// On SQLite, waits for the write gate (see `write_gate`); PostgreSQL
+    /// takes concurrent writers itself.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
         }
     }
 

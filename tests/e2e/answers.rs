@@ -50,29 +50,44 @@ pub struct Report {
 pub async fn evaluate() -> Report {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval");
     let questions: Questions =
-        toml::from_str(&std::fs::read_to_string(root.join("questions.toml")).unwrap()).unwrap();
+        toml::from_str(&std::fs::read_to_string(root.join("questions.toml")).expect("as expected"))
+            .expect("as expected");
     let gw =
         Gateway::start_with(Options::new(DbKind::Sqlite).env("GATEWAY_RATE_LIMITS", "off")).await;
-    let (code, _, err) = gw.cli(&["kb", "import", root.join("kb").to_str().unwrap()]);
+    let (code, _, err) = gw.cli(&[
+        "kb",
+        "import",
+        root.join("kb").to_str().expect("as expected"),
+    ]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = gw.cli(&["faq", "import", root.join("faqs.toml").to_str().unwrap()]);
+    let (code, _, err) = gw.cli(&[
+        "faq",
+        "import",
+        root.join("faqs.toml").to_str().expect("as expected"),
+    ]);
     assert_eq!(code, 0, "{err}");
     let c = cast(&gw).await;
     // The article each title belongs to, as the questions name it.
     let mut articles = HashMap::new();
-    for entry in std::fs::read_dir(root.join("kb")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
+    for entry in std::fs::read_dir(root.join("kb")).expect("as expected") {
+        let path = entry.expect("as expected").path();
+        let text = std::fs::read_to_string(&path).expect("as expected");
         let title = text
             .lines()
             .next()
-            .unwrap()
+            .expect("as expected")
             .trim_start_matches('#')
             .trim()
             .to_owned();
         articles.insert(
             title,
-            format!("kb:{}", path.file_stem().unwrap().to_str().unwrap()),
+            format!(
+                "kb:{}",
+                path.file_stem()
+                    .expect("as expected")
+                    .to_str()
+                    .expect("as expected")
+            ),
         );
     }
     let name = |source: &str, title: &str| {
@@ -119,9 +134,14 @@ pub async fn evaluate() -> Report {
         assert_eq!(s, 200, "{v}");
         let found: Vec<String> = v["results"]
             .as_array()
-            .unwrap()
+            .expect("as expected")
             .iter()
-            .map(|r| name(r["source"].as_str().unwrap(), r["title"].as_str().unwrap()))
+            .map(|r| {
+                name(
+                    r["source"].as_str().expect("as expected"),
+                    r["title"].as_str().expect("as expected"),
+                )
+            })
             .collect();
         if found.first().is_some_and(|f| q.sources.contains(f)) {
             report.top1 += 1;
@@ -155,7 +175,10 @@ pub async fn evaluate() -> Report {
             .await;
             cited.insert(
                 source.to_owned(),
-                name(p["source"].as_str().unwrap(), p["title"].as_str().unwrap()),
+                name(
+                    p["source"].as_str().expect("as expected"),
+                    p["title"].as_str().expect("as expected"),
+                ),
             );
         }
         if q.sources.contains(&cited[source]) {

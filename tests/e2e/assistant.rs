@@ -81,15 +81,20 @@ async fn knowledge_and_faqs_are_managed_searched_and_survive_restarts() {
         assert!(
             first["content"]
                 .as_str()
-                .unwrap()
+                .expect("as expected")
                 .contains("5 business days"),
             "{v}"
         );
-        let relevance = first["relevance"].as_f64().unwrap();
+        let relevance = first["relevance"].as_f64().expect("as expected");
         assert!(relevance > 0.0 && relevance <= 1.0, "{v}");
         assert_eq!(first["source"], "knowledge_base");
         assert_eq!(first["url"], "https://help.example.com/x");
-        assert!(first["id"].as_str().unwrap().starts_with("kb-"));
+        assert!(
+            first["id"]
+                .as_str()
+                .expect("as expected")
+                .starts_with("kb-")
+        );
         // Another organization sees nothing; naming it is refused.
         let (s, v) = call(
             &gw,
@@ -157,7 +162,7 @@ async fn knowledge_and_faqs_are_managed_searched_and_survive_restarts() {
             (Some("stored"), Some(256)),
             "{v}"
         );
-        assert!(v["id"].as_str().unwrap().starts_with("kb-"));
+        assert!(v["id"].as_str().expect("as expected").starts_with("kb-"));
         let (_, found) = call(
             &gw,
             &c.alice,
@@ -190,9 +195,9 @@ async fn knowledge_and_faqs_are_managed_searched_and_survive_restarts() {
             .get(gw.url("/api/v1/chat/faqs?category=account"))
             .send()
             .await
-            .unwrap();
+            .expect("as expected");
         assert_eq!(r.status(), 200);
-        let list: Value = r.json().await.unwrap();
+        let list: Value = r.json().await.expect("as expected");
         assert_eq!(list[0]["question"], "How do I reset my password?");
         assert!(list[0]["id"].is_i64());
         assert_eq!(list[0]["view_count"], 1);
@@ -220,12 +225,12 @@ async fn knowledge_and_faqs_are_managed_searched_and_survive_restarts() {
         assert_eq!(docs["total"], 3, "{docs}");
         let shipping = docs["items"]
             .as_array()
-            .unwrap()
+            .expect("as expected")
             .iter()
             .find(|d| d["title"] == "Shipping")
-            .unwrap()["id"]
+            .expect("as expected")["id"]
             .as_str()
-            .unwrap()
+            .expect("as expected")
             .to_owned();
         let (s, v) = call(
             &gw,
@@ -277,27 +282,27 @@ async fn knowledge_and_faqs_are_managed_searched_and_survive_restarts() {
 
         // The CLI imports while the gateway runs; the index catches up.
         let kb = gw.dir.path().join("kb");
-        std::fs::create_dir_all(&kb).unwrap();
+        std::fs::create_dir_all(&kb).expect("as expected");
         std::fs::write(
             kb.join("warranty.md"),
             "# Warranty\n\nEvery lamp carries a two-year warranty against defects.",
         )
-        .unwrap();
+        .expect("as expected");
         std::fs::write(
             kb.join("notes.txt"),
             "Gift wrapping costs three euros per parcel.",
         )
-        .unwrap();
-        let (code, out, err) = gw.cli(&["kb", "import", kb.to_str().unwrap()]);
+        .expect("as expected");
+        let (code, out, err) = gw.cli(&["kb", "import", kb.to_str().expect("as expected")]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.trim(), "2 documents, 2 passages");
         let faqs = gw.dir.path().join("faqs.json");
-        std::fs::write(&faqs, r#"[{"question": "Do you ship to Norway?", "answer": "Yes, in 4 days.", "category": "shipping"}]"#).unwrap();
-        let (code, out, err) = gw.cli(&["faq", "import", faqs.to_str().unwrap()]);
+        std::fs::write(&faqs, r#"[{"question": "Do you ship to Norway?", "answer": "Yes, in 4 days.", "category": "shipping"}]"#).expect("as expected");
+        let (code, out, err) = gw.cli(&["faq", "import", faqs.to_str().expect("as expected")]);
         assert_eq!((code, out.trim()), (0, "1 FAQs"), "{err}");
         let bad = gw.dir.path().join("bad.toml");
-        std::fs::write(&bad, "[[faq]]\nquestion = \"\"\nanswer = \"x\"\n").unwrap();
-        let (code, _, err) = gw.cli(&["faq", "import", bad.to_str().unwrap()]);
+        std::fs::write(&bad, "[[faq]]\nquestion = \"\"\nanswer = \"x\"\n").expect("as expected");
+        let (code, _, err) = gw.cli(&["faq", "import", bad.to_str().expect("as expected")]);
         assert_ne!(code, 0);
         assert!(err.contains("FAQ 1: question"), "{err}");
         // The running gateway indexes both imports within seconds.
@@ -367,20 +372,26 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
         )
         .await;
         assert_eq!(s, 200, "{kind:?}: {v}");
-        assert!(v["response"].as_str().unwrap().contains("30 days"), "{v}");
         assert!(
             v["response"]
                 .as_str()
-                .unwrap()
+                .expect("as expected")
+                .contains("30 days"),
+            "{v}"
+        );
+        assert!(
+            v["response"]
+                .as_str()
+                .expect("as expected")
                 .contains("Source: Returns and refunds")
         );
         let id = v["conversation_id"]
             .as_i64()
             .expect("integer conversation_id");
-        assert!(v["tokens_used"].as_i64().unwrap() > 0);
+        assert!(v["tokens_used"].as_i64().expect("as expected") > 0);
         assert!(v["response_time"].is_i64());
         assert_eq!(v["handover"], false);
-        let source = v["sources"][0].as_str().unwrap().to_owned();
+        let source = v["sources"][0].as_str().expect("as expected").to_owned();
         // The citation resolves for agents, not for customers.
         let (s, p) = call(
             &gw,
@@ -391,7 +402,12 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
         )
         .await;
         assert_eq!(s, 200, "{p}");
-        assert!(p["content"].as_str().unwrap().contains("30 days"));
+        assert!(
+            p["content"]
+                .as_str()
+                .expect("as expected")
+                .contains("30 days")
+        );
         let (s, _) = call(
             &gw,
             &c.alice,
@@ -412,17 +428,17 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
         )
         .await;
         assert_eq!(s, 200, "{conv}");
-        let messages = conv["messages"].as_array().unwrap();
+        let messages = conv["messages"].as_array().expect("as expected");
         assert_eq!(messages.len(), 2);
         assert_eq!(
             (messages[0]["role"].as_str(), messages[1]["role"].as_str()),
             (Some("user"), Some("assistant"))
         );
         assert_eq!(messages[1]["sources"][0], source.as_str());
-        assert!(messages[1]["tokens_used"].as_i64().unwrap() > 0);
+        assert!(messages[1]["tokens_used"].as_i64().expect("as expected") > 0);
         assert_eq!(
             conv["user_id"].as_i64(),
-            Some(conv["user_id"].as_i64().unwrap())
+            Some(conv["user_id"].as_i64().expect("as expected"))
         );
         assert_eq!(conv["is_active"], true);
         let (_, list) = call(
@@ -433,7 +449,7 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
             None,
         )
         .await;
-        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(list.as_array().expect("as expected").len(), 1);
         assert_eq!(list[0]["id"], id);
         // Bob sees none of it.
         let (s, v) = call(
@@ -503,7 +519,7 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
         assert_eq!(conv["handling"], "agent");
         let assistant_replies = conv["messages"]
             .as_array()
-            .unwrap()
+            .expect("as expected")
             .iter()
             .filter(|m| m["role"] == "assistant")
             .count();
@@ -535,7 +551,13 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
             Some(id),
         )
         .await;
-        assert!(v["response"].as_str().unwrap().contains("30 days"), "{v}");
+        assert!(
+            v["response"]
+                .as_str()
+                .expect("as expected")
+                .contains("30 days"),
+            "{v}"
+        );
 
         // Asking for a person hands over at once.
         let (_, v) = chat(&gw, &c.alice, "I want to talk to a real person", Some(id)).await;
@@ -560,7 +582,7 @@ async fn core_messages_sessions_context_and_reset() {
         let c = cast(&gw).await;
         seed(&gw, &c.agent).await;
         let (_, me) = call(&gw, &c.alice, Method::GET, "/api/v1/auth/me", None).await;
-        let alice_id = me["id"].as_i64().unwrap().to_string();
+        let alice_id = me["id"].as_i64().expect("as expected").to_string();
 
         let body = json!({
             "message": { "text": "How do I return an item?", "type": "text", "id": "msg-1" },
@@ -581,20 +603,31 @@ async fn core_messages_sessions_context_and_reset() {
         assert_eq!(v["sessionId"], "session456");
         assert_eq!(v["response"]["type"], "text");
         assert!(
-            v["response"]["text"].as_str().unwrap().contains("30 days"),
+            v["response"]["text"]
+                .as_str()
+                .expect("as expected")
+                .contains("30 days"),
             "{v}"
         );
-        let reply_id = v["response"]["id"].as_str().unwrap().to_owned();
+        let reply_id = v["response"]["id"]
+            .as_str()
+            .expect("as expected")
+            .to_owned();
         assert_eq!(v["context"]["intent"], "returns", "{v}");
         assert!(
             v["context"]["entities"]
                 .as_array()
-                .unwrap()
+                .expect("as expected")
                 .contains(&json!("return"))
         );
-        let confidence = v["context"]["confidence"].as_f64().unwrap();
+        let confidence = v["context"]["confidence"].as_f64().expect("as expected");
         assert!(confidence > 0.0 && confidence <= 1.0);
-        assert!(v["sources"][0].as_str().unwrap().starts_with("kb-"));
+        assert!(
+            v["sources"][0]
+                .as_str()
+                .expect("as expected")
+                .starts_with("kb-")
+        );
         // A retry of the same message id answers the same reply, once.
         let (_, again) = call(
             &gw,
@@ -618,7 +651,9 @@ async fn core_messages_sessions_context_and_reset() {
         assert_eq!(s, 200, "{ctx}");
         assert_eq!(ctx["sessionId"], "session456");
         assert_eq!(ctx["channel"], "web");
-        let history = ctx["context"]["conversation_history"].as_array().unwrap();
+        let history = ctx["context"]["conversation_history"]
+            .as_array()
+            .expect("as expected");
         assert_eq!(history.len(), 2, "{ctx}");
         assert_eq!(
             history[0],
@@ -707,7 +742,10 @@ async fn core_messages_sessions_context_and_reset() {
             assert_eq!(v["error"]["code"], "invalid_request");
             assert!(
                 v["error"]["details"].to_string().contains(what)
-                    || v["error"]["message"].as_str().unwrap().contains(what),
+                    || v["error"]["message"]
+                        .as_str()
+                        .expect("as expected")
+                        .contains(what),
                 "{what}: {v}"
             );
         }
@@ -727,8 +765,11 @@ async fn core_messages_sessions_context_and_reset() {
                     .json(&body)
                     .send()
                     .await
-                    .unwrap();
-                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+                    .expect("as expected");
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().await.expect("as expected"),
+                )
             }
         };
         let (s, v) = post_key(json!({ "message": { "text": "How fast is express shipping?" }, "channel": "whatsapp", "userId": "+351912345678" })).await;
@@ -736,11 +777,11 @@ async fn core_messages_sessions_context_and_reset() {
         assert!(
             v["response"]["text"]
                 .as_str()
-                .unwrap()
+                .expect("as expected")
                 .contains("next business day"),
             "{v}"
         );
-        let wa_session = v["sessionId"].as_str().unwrap().to_owned();
+        let wa_session = v["sessionId"].as_str().expect("as expected").to_owned();
         let (s, _) = post_key(json!({ "message": { "text": "hello" } })).await;
         assert_eq!(s, 400, "userId is required with an API key");
         // The same session cannot be borrowed for another customer.
@@ -764,7 +805,7 @@ async fn core_messages_sessions_context_and_reset() {
         assert!(
             v["error"]["message"]
                 .as_str()
-                .unwrap()
+                .expect("as expected")
                 .contains("does not transcribe"),
             "{v}"
         );
@@ -793,9 +834,9 @@ async fn core_messages_sessions_context_and_reset() {
 
         // Health names the real dependencies.
         for path in ["/api/core/health", "/api/memory/health"] {
-            let r = gw.http.get(gw.url(path)).send().await.unwrap();
+            let r = gw.http.get(gw.url(path)).send().await.expect("as expected");
             assert_eq!(r.status(), 200);
-            let h: Value = r.json().await.unwrap();
+            let h: Value = r.json().await.expect("as expected");
             assert_eq!(h["status"], "healthy", "{h}");
             assert_eq!(h["dependencies"]["database"], "healthy");
             assert_eq!(h["dependencies"]["kb-answer"], "healthy");
@@ -812,7 +853,7 @@ async fn memories_upsert_expire_and_stay_with_their_customer() {
                 .await;
         let c = cast(&gw).await;
         let (_, me) = call(&gw, &c.alice, Method::GET, "/api/v1/auth/me", None).await;
-        let alice = me["id"].as_i64().unwrap().to_string();
+        let alice = me["id"].as_i64().expect("as expected").to_string();
         let store = |token: String, body: Value| {
             let gw = &gw;
             async move { call(gw, &token, Method::POST, "/api/memory/memories", Some(body)).await }
@@ -832,7 +873,7 @@ async fn memories_upsert_expire_and_stay_with_their_customer() {
             ),
             (Some("stored"), Some("long_term"), Some(alice.as_str()))
         );
-        let id = v["id"].as_str().unwrap().to_owned();
+        let id = v["id"].as_str().expect("as expected").to_owned();
         // The same (user, type, key) replaces the value.
         let mut changed = long.clone();
         changed["value"]["preferred_shipping"] = json!("standard");
@@ -857,7 +898,7 @@ async fn memories_upsert_expire_and_stay_with_their_customer() {
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["userId"], alice.as_str());
         let m = &v["memories"][0];
-        assert_eq!(v["memories"].as_array().unwrap().len(), 1);
+        assert_eq!(v["memories"].as_array().expect("as expected").len(), 1);
         assert_eq!(m["value"]["preferred_shipping"], "standard");
         assert_eq!(m["metadata"]["importance"], 0.8);
         assert!(m["metadata"]["created_at"].is_string());
@@ -952,9 +993,9 @@ async fn memories_upsert_expire_and_stay_with_their_customer() {
         .await;
         let keys: Vec<&str> = v["memories"]
             .as_array()
-            .unwrap()
+            .expect("as expected")
             .iter()
-            .map(|m| m["key"].as_str().unwrap())
+            .map(|m| m["key"].as_str().expect("as expected"))
             .collect();
         assert_eq!(keys, ["order_preferences"], "{v}");
     }
@@ -1006,7 +1047,12 @@ async fn ws_protocol_answers_hands_over_and_relays_agents() {
     let hello = next_event(&mut socket).await;
     assert_eq!(hello["type"], "connection_established", "{hello}");
     assert_eq!(hello["sessionId"], "live-1");
-    assert!(hello["connectionId"].as_str().unwrap().starts_with("conn-"));
+    assert!(
+        hello["connectionId"]
+            .as_str()
+            .expect("as expected")
+            .starts_with("conn-")
+    );
     assert_eq!(hello["message"], "Connected to AI Customer Support");
 
     send(&mut socket, json!({ "type": "text", "text": "How long do refunds take?", "id": "m-1", "timestamp": "2026-01-01T00:00:00Z" }).to_string()).await;
@@ -1018,7 +1064,10 @@ async fn ws_protocol_answers_hands_over_and_relays_agents() {
         "{answer}"
     );
     assert!(
-        answer["text"].as_str().unwrap().contains("5 business days"),
+        answer["text"]
+            .as_str()
+            .expect("as expected")
+            .contains("5 business days"),
         "{answer}"
     );
     assert!(answer["messageId"].is_string() && answer["timestamp"].is_string());
@@ -1061,7 +1110,10 @@ async fn ws_protocol_answers_hands_over_and_relays_agents() {
     let e = next_event(&mut staff).await;
     assert_eq!(e["type"], "handover_requested", "{e}");
     assert_eq!(e["data"]["status"], "waiting_for_agent");
-    let session = e["data"]["sessionId"].as_str().unwrap().to_owned();
+    let session = e["data"]["sessionId"]
+        .as_str()
+        .expect("as expected")
+        .to_owned();
 
     // While waiting, the assistant says nothing.
     send(
@@ -1119,7 +1171,7 @@ async fn fake_openai() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                 let seen = seen.clone();
                 async move {
                     let system = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
-                    seen.lock().unwrap().push(system.clone());
+                    seen.lock().expect("as expected").push(system.clone());
                     let cited = system
                         .split('[')
                         .skip(1)
@@ -1141,8 +1193,10 @@ async fn fake_openai() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
             "/v1/audio/transcriptions",
             post(|| async { axum::Json(json!({ "text": "How long do refunds take?" })) }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("as expected");
+    let port = listener.local_addr().expect("as expected").port();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     (port, prompts)
 }
@@ -1180,7 +1234,7 @@ secrets = ["TEST_ASSISTANT_KEY"]
     let c = cast(&gw).await;
     seed(&gw, &c.agent).await;
     let (_, me) = call(&gw, &c.alice, Method::GET, "/api/v1/auth/me", None).await;
-    let alice = me["id"].as_i64().unwrap().to_string();
+    let alice = me["id"].as_i64().expect("as expected").to_string();
     let (s, _) = call(&gw, &c.alice, Method::POST, "/api/memory/memories", Some(json!({ "userId": alice, "type": "long_term", "key": "preferred_name", "value": "Ali" }))).await;
     assert_eq!(s, 200);
     let (s, _) = call(
@@ -1202,10 +1256,15 @@ secrets = ["TEST_ASSISTANT_KEY"]
         v["response"]["text"],
         format!(
             "Refunds take 5 business days [{}].",
-            v["sources"][0].as_str().unwrap()
+            v["sources"][0].as_str().expect("as expected")
         )
     );
-    let system = prompts.lock().unwrap().last().cloned().unwrap();
+    let system = prompts
+        .lock()
+        .expect("as expected")
+        .last()
+        .cloned()
+        .expect("as expected");
     assert!(
         system.contains("preferred_name: Ali"),
         "long-term memories go into the prompt: {system}"

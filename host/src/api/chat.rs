@@ -844,6 +844,7 @@ async fn post_message(
                 is_internal: false,
                 idempotency_key: key,
                 reply: Default::default(),
+                context: None,
             },
             &files,
         )

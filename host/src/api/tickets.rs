@@ -541,6 +541,7 @@ async fn send_ticket_message(
             is_internal,
             idempotency_key: key,
             reply: Default::default(),
+            context: None,
         })
         .await?;
     if created {
@@ -964,6 +965,7 @@ async fn incoming_webhook(
                     is_internal,
                     idempotency_key: delivery.map(|d| format!("webhook:{d}")),
                     reply: Default::default(),
+                    context: None,
                 })
                 .await?;
             if created {

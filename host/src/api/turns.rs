@@ -65,6 +65,7 @@ pub async fn take_turn(
             is_internal: false,
             idempotency_key: said.idempotency_key.clone(),
             reply: Default::default(),
+            context: None,
         })
         .await?;
     if !created {

@@ -247,6 +247,9 @@ pub struct NewMessage {
     /// A retried send with the same key returns the first message.
     pub idempotency_key: Option<String>,
     pub reply: ReplyMeta,
+    /// For assistant replies: the conversation's new 003 context (JSON),
+    /// written in the same transaction.
+    pub context: Option<String>,
 }
 
 /// A stored file, sent with a message or uploaded on its own.

@@ -303,7 +303,12 @@ mod tests {
         // A short opening keeps the heading that follows it; a heading
         // stays with the text under it.
         assert!(passages[0].starts_with("Intro line.\nReturns\nRefunds"));
-        assert!(passages.last().unwrap().starts_with("Exchanges\nSwap"));
+        assert!(
+            passages
+                .last()
+                .expect("as expected")
+                .starts_with("Exchanges\nSwap")
+        );
         assert!(
             passages
                 .iter()

@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(large.nearest(&q, 5, 256)[0].0, 4321);
         let q = vector(42, 256);
         assert_eq!(small.nearest(&q, 3, 256)[0].0, 42);
-        assert!((small.similarity(42, &q).unwrap() - 1.0).abs() < 1e-4);
+        assert!((small.similarity(42, &q).expect("as expected") - 1.0).abs() < 1e-4);
     }
 
     #[test]

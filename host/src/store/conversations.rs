@@ -197,11 +197,14 @@ macro_rules! message_tx {
         .await?;
         let result: Result<Inserted, sqlx::Error> = match inserted {
             Some(row) => {
-                sqlx::query("UPDATE conversations SET updated_at = $2 WHERE id = $1")
-                    .bind(new.conversation_id)
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE conversations SET updated_at = $2, context = COALESCE($3, context) WHERE id = $1",
+                )
+                .bind(new.conversation_id)
+                .bind(now)
+                .bind(&new.context)
+                .execute(&mut *$tx)
+                .await?;
                 let mut attached = Vec::with_capacity(files.len());
                 for f in files {
                     let a: AttachmentRow = sqlx::query_as(INSERT_ATTACHMENT)
@@ -251,8 +254,10 @@ macro_rules! message_tx {
 pub(super) async fn group_writer(
     pool: sqlx::SqlitePool,
     mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 ) {
     while let Some(first) = jobs.recv().await {
+        let _turn = gate.lock().await;
         let mut batch = vec![first];
         while batch.len() < 256 {
             match jobs.try_recv() {
@@ -304,6 +309,7 @@ impl Db {
             "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at) \
              VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7) RETURNING {CONVERSATION_COLUMNS}"
         );
+        let _turn = self.write_turn().await;
         let row: ConversationRow = on_db!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(new.org_id)

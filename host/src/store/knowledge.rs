@@ -495,6 +495,7 @@ impl Db {
 
     /// Counts one view of an FAQ (cited in an answer).
     pub async fn count_faq_view(&self, id: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         on_db!(self, pool => {
             sqlx::query("UPDATE faqs SET view_count = view_count + 1 WHERE id = $1")
                 .bind(id)
@@ -620,6 +621,7 @@ impl Db {
              ON CONFLICT (org_id, external_id) WHERE external_id IS NOT NULL DO NOTHING \
              RETURNING {CONVERSATION_COLUMNS}"
         );
+        let turn = self.write_turn().await;
         let row: Option<ConversationRow> = on_db!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(new.org_id)
@@ -632,6 +634,7 @@ impl Db {
                 .fetch_optional(pool)
                 .await
         })?;
+        drop(turn);
         match row {
             Some(row) => Ok(row.into()),
             None => self
@@ -653,6 +656,7 @@ impl Db {
             "UPDATE conversations SET handling = $2, agent_id = COALESCE($3, agent_id), updated_at = $4 \
              WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}"
         );
+        let _turn = self.write_turn().await;
         let row: Option<ConversationRow> = on_db!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(id)
@@ -663,19 +667,6 @@ impl Db {
                 .await
         })?;
         Ok(row.map(Into::into))
-    }
-
-    /// Records 003's session context (intent, entities).
-    pub async fn set_context(&self, id: i64, context: &Value) -> Result<(), StoreError> {
-        on_db!(self, pool => {
-            sqlx::query("UPDATE conversations SET context = $2 WHERE id = $1")
-                .bind(id)
-                .bind(context.to_string())
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })?;
-        Ok(())
     }
 
     /// Clears a session's context: its intent and entities, and the history
