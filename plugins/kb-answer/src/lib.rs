@@ -2,7 +2,8 @@
 //!
 //! It needs no model and no network. Given the customer's message and the
 //! passages the gateway retrieved from the organization's FAQ and knowledge
-//! base, it answers with the sentences of the best passage that bear on the
+//! base, it answers with the sentences of the best passage (the first one,
+//! in the gateway's order, above the relevance floor) that bear on the
 //! question, names that passage, and reports a confidence from the
 //! retrieval relevance and the word overlap. With nothing relevant retrieved
 //! it says so with confidence 0, and the gateway hands over to a human: it
@@ -299,11 +300,14 @@ mod tests {
 
     #[test]
     fn answers_from_the_best_passage_and_names_it() {
+        // Passages come best first; one below the relevance floor is
+        // skipped even when it comes first.
         let c = ask(
             "How do I return a jacket I bought?",
             vec![
-                passage("kb-2", "Shipping", "We ship with DHL.", 0.3),
+                passage("kb-1", "Shipping", "We ship with DHL.", 0.1),
                 passage("kb-7", "Returns", RETURNS, 0.9),
+                passage("kb-2", "Shipping", "We ship with DHL.", 0.3),
             ],
         );
         assert!(
