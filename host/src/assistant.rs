@@ -132,6 +132,11 @@ impl Turn {
     }
 }
 
+/// Milliseconds since `started`.
+fn millis_since(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A passage id as the provider and the stored reply see it: `kb-<n>` for a
 /// knowledge passage, `faq-<n>` for an FAQ.
 pub fn passage_id(hit: &Hit) -> String {
@@ -251,14 +256,12 @@ impl Assistant {
             entities: rule_context.1,
             confidence: 0.0,
         };
-        let elapsed =
-            |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
 
         if conversation.handling != Handling::Ai {
             return Ok(Turn {
                 outcome: Outcome::Silent,
                 context,
-                response_time_ms: elapsed(started),
+                response_time_ms: millis_since(started),
                 tokens_used: 0,
             });
         }
@@ -296,7 +299,7 @@ impl Assistant {
                 return Ok(Turn {
                     outcome: Outcome::Answered { reply },
                     context,
-                    response_time_ms: elapsed(started),
+                    response_time_ms: millis_since(started),
                     tokens_used: 0,
                 });
             }
@@ -400,7 +403,7 @@ impl Assistant {
         Ok(Turn {
             outcome,
             context,
-            response_time_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            response_time_ms: millis_since(started),
             tokens_used,
         })
     }
@@ -490,8 +493,7 @@ impl Assistant {
                 reply: ReplyMeta {
                     sources,
                     tokens_used,
-                    response_time_ms: i64::try_from(started.elapsed().as_millis())
-                        .unwrap_or(i64::MAX),
+                    response_time_ms: millis_since(started),
                 },
             })
             .await?;
@@ -527,8 +529,7 @@ impl Assistant {
                 reply: ReplyMeta {
                     sources: Vec::new(),
                     tokens_used: 0,
-                    response_time_ms: i64::try_from(started.elapsed().as_millis())
-                        .unwrap_or(i64::MAX),
+                    response_time_ms: millis_since(started),
                 },
             })
             .await?;

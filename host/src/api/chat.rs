@@ -266,7 +266,7 @@ pub(crate) fn publish_handover(state: &AppState, c: &Conversation, reason: &str)
 }
 
 /// A path id: decimal digits, else the thing does not exist.
-fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
     text.parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
@@ -1323,9 +1323,9 @@ pub struct SocketQuery {
 
 /// How often an idle socket is pinged; two intervals without any frame
 /// from the client and it is dropped.
-const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(25);
+pub(crate) const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(25);
 /// Longest a send to one client may take before that client is dropped.
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The principal of a WebSocket handshake: `Authorization: Bearer` (checked
 /// by the middleware) or a `token` query parameter.

@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::assistant::chat::FaqView;
+use super::chat::parse_id;
 use super::error::ApiError;
 use super::extract::{Auth, Body, Fields};
 use super::openapi::ErrorBody;
@@ -38,13 +39,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn staff(p: &Principal) -> Result<(), ApiError> {
     super::platform::staff_only(p)
-}
-
-fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::not_found(format!("{what} not found")))
 }
 
 #[derive(Serialize, ToSchema)]

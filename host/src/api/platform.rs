@@ -216,6 +216,4 @@ pub(crate) async fn check_org(
     }
 }
 
-pub(crate) fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub(crate) use super::chat::iso;

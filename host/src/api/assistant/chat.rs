@@ -323,11 +323,7 @@ async fn conversation(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::not_found("Conversation not found"))?;
+    let id = crate::api::chat::parse_id(&id, "Conversation")?;
     let c = visible(&state, &p, id).await?;
     let (messages, _) = state.db.list_messages(c.id, false, None, 1000).await?;
     Ok(Json(ConversationView::of(&c, &messages)))

@@ -142,7 +142,11 @@ fn envelope(f: &mut Fields<'_>, body: &Map<String, Value>) -> Envelope {
 }
 
 /// A string field that clients also send as a number.
-fn string_or_number(f: &mut Fields<'_>, body: &Map<String, Value>, field: &str) -> Option<String> {
+pub(super) fn string_or_number(
+    f: &mut Fields<'_>,
+    body: &Map<String, Value>,
+    field: &str,
+) -> Option<String> {
     match body.get(field) {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => f.optional_str(field),

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::core::{ServiceHealth, plugin_word, service_health};
+use super::core::{ServiceHealth, plugin_word, service_health, string_or_number};
 use super::{check_org, iso, staff_only};
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
@@ -78,10 +78,10 @@ async fn store_memory(
     Body(body): Body,
 ) -> Result<Json<StoredMemory>, ApiError> {
     let mut f = Fields::new(&body);
-    let user_id = match body.get("userId") {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => f.required_str("userId"),
-    };
+    let user_id = string_or_number(&mut f, &body, "userId");
+    if matches!(body.get("userId"), None | Some(Value::Null)) {
+        f.push(FieldError::missing("userId"));
+    }
     let kind = f.required_str("type");
     let key = f.required_str("key");
     let value = match body.get("value") {
@@ -301,10 +301,7 @@ async fn knowledge_search(
 ) -> Result<Json<KnowledgeResults>, ApiError> {
     let mut f = Fields::new(&body);
     let query = f.required_str("query");
-    let org = match body.get("organizationId") {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => f.optional_str("organizationId"),
-    };
+    let org = string_or_number(&mut f, &body, "organizationId");
     let limit = match body.get("limit") {
         None | Some(Value::Null) => 5,
         Some(v) => match v.as_u64().filter(|n| (1..=50).contains(n)) {
@@ -396,10 +393,7 @@ async fn store_vector(
     let source = m.optional_str("source");
     let source_id = m.optional_str("sourceId");
     let url = m.optional_str("url");
-    let org = match meta.get("organizationId") {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => m.optional_str("organizationId"),
-    };
+    let org = string_or_number(&mut m, meta, "organizationId");
     for mut e in m.errors {
         e.field = format!("metadata.{}", e.field);
         f.push(e);

@@ -36,7 +36,7 @@ use utoipa_axum::routes;
 
 use super::core::decode_audio;
 use super::{Customer, customer, session_for};
-use crate::api::chat::socket_principal;
+use crate::api::chat::{PING_EVERY, SEND_TIMEOUT, relay, socket_principal};
 use crate::api::error::ApiError;
 use crate::api::extract::Auth;
 use crate::api::turns::{Said, announce, take_turn};
@@ -52,8 +52,6 @@ pub const TRANSPORT_MAX: usize = 16 * 1024 * 1024;
 const AUDIO_FRAME_MAX: usize = 14 * 1024 * 1024;
 /// Largest frame of any other type.
 const FRAME_MAX: usize = 64 * 1024;
-const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(socket))
@@ -157,37 +155,14 @@ async fn send(socket: &mut WebSocket, event: &Value) -> bool {
     )
 }
 
-/// Staff: their organization's handover events.
+/// Staff: their organization's handover events, after the greeting.
 async fn staff_feed(
     mut socket: WebSocket,
-    mut events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
+    events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
     hello: Value,
 ) {
-    if !send(&mut socket, &hello).await {
-        return;
-    }
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Ok(frame) => {
-                    let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Text(frame.as_ref().into()))).await;
-                    if !matches!(sent, Ok(Ok(()))) { break; }
-                }
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
-            },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(Ws::Text(_))) => {
-                    if !send(&mut socket, &error_event("invalid_request", "staff connections receive events only")).await { break; }
-                }
-                Some(Ok(_)) => {}
-            },
-            _ = ping.tick() => {
-                if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await, Ok(Ok(()))) { break; }
-            }
-        }
+    if send(&mut socket, &hello).await {
+        relay(socket, events).await;
     }
 }
 
