@@ -46,6 +46,7 @@ fn main() {
         .unwrap_or_else(|| root.join("target"))
         .join("plugins-wasm");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    ensure_wasm_target(root);
 
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -106,6 +107,47 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=GATEWAY_PLUGIN_DIR={}", display(&out));
+}
+
+/// The toolchain file's `targets` is applied only when rustup installs the
+/// toolchain, not to one already installed, so a machine may lack the wasm
+/// target. Install it when rustup is there; otherwise say what to run.
+fn ensure_wasm_target(root: &Path) {
+    const TARGET: &str = "wasm32-wasip2";
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |sysroot: &Path| {
+        sysroot
+            .join("lib/rustlib")
+            .join(TARGET)
+            .join("lib")
+            .is_dir()
+    };
+    if sysroot.as_deref().is_some_and(installed) {
+        return;
+    }
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .current_dir(root)
+        .env_remove("RUSTC")
+        .status();
+    match added {
+        Ok(status) if status.success() => {
+            println!("cargo:warning=the {TARGET} target was missing: installed it with rustup");
+        }
+        Ok(_) => fail(&format!(
+            "`rustup target add {TARGET}` failed (see above); the plugins are built for that target"
+        )),
+        Err(_) => fail(&format!(
+            "the plugins need the {TARGET} target and rustup is not here to install it: \
+             install the target for this toolchain (`rustup target add {TARGET}`)"
+        )),
+    }
 }
 
 fn display(path: &Path) -> String {

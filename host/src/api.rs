@@ -6,6 +6,8 @@
 
 mod assistant;
 mod chat;
+mod common;
+mod contacts;
 pub mod dialect;
 pub mod error;
 mod extract;
@@ -39,6 +41,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(plugins::router())
         .merge(platform::router())
         .merge(knowledge::router())
+        .merge(contacts::router())
         .routes(routes!(openapi_json))
         .routes(routes!(docs))
 }

@@ -33,9 +33,6 @@ use crate::store::{Db, StoreError};
 /// latest generation.
 pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// What the customer is told when a person takes over.
-pub const HANDOVER_NOTICE: &str = "Connecting you with a human agent...";
-
 #[derive(Debug, thiserror::Error)]
 pub enum AssistantError {
     /// A plugin failed, or none is configured for the function.
@@ -490,6 +487,8 @@ impl Assistant {
                 is_internal: false,
                 idempotency_key: None,
                 context,
+                channel: Default::default(),
+                delivery: None,
                 reply: ReplyMeta {
                     sources,
                     tokens_used,
@@ -508,11 +507,13 @@ impl Assistant {
         reason: HandoverReason,
         started: Instant,
     ) -> Result<Outcome, AssistantError> {
+        let requested = crate::events::Transition::Requested;
         let Some(updated) = self
             .db
-            .set_handling(conversation.id, Handling::Waiting, None)
+            .transition_handling(conversation.id, requested.from(), requested.to(), None)
             .await?
         else {
+            // A person has it already (or it is gone): nothing to hand over.
             return Ok(Outcome::Silent);
         };
         let (notice, _) = self
@@ -522,10 +523,12 @@ impl Assistant {
                 conversation_id: conversation.id,
                 sender_kind: SenderKind::System,
                 sender_id: None,
-                content: HANDOVER_NOTICE.to_owned(),
+                content: self.config.handover_notice.clone(),
                 is_internal: false,
                 idempotency_key: None,
                 context: None,
+                channel: Default::default(),
+                delivery: None,
                 reply: ReplyMeta {
                     sources: Vec::new(),
                     tokens_used: 0,

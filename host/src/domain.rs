@@ -4,6 +4,7 @@
 //! numbers; the others show the same value as a decimal string, so one row is
 //! one object in every view.
 
+pub mod contact;
 pub mod conversation;
 pub mod identity;
 pub mod knowledge;

@@ -1,8 +1,10 @@
 //! The event bus behind the WebSockets: one broadcast channel per topic (a
-//! chat session, a ticket), created on first subscription and dropped when
-//! its last subscriber leaves.
+//! conversation, an organization's staff), created on first subscription
+//! and dropped when its last subscriber leaves.
 //!
-//! An event is serialized once and shared by every subscriber. Publishing
+//! The bus carries domain events ([`crate::events::Event`]); each socket
+//! renders them in its dialect, once per audience, and the text is shared
+//! by every subscriber of that audience. Publishing
 //! never waits: each subscriber has a bounded queue, and one that falls
 //! [`QUEUE`] events behind is dropped (its WebSocket is closed) rather than
 //! slowing the others. Every subscriber sees a topic's events in publishing
@@ -12,11 +14,12 @@
 //! events published on that node (PostgreSQL LISTEN/NOTIFY between nodes is
 //! still to come).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
-use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::events::Event;
 
 /// Events a subscriber may fall behind before it is dropped.
 pub const QUEUE: usize = 1024;
@@ -24,41 +27,87 @@ pub const QUEUE: usize = 1024;
 /// What a WebSocket listens to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
-    /// `/ws/chat/{sessionId}`.
-    Chat(i64),
-    /// `/ws/tickets/{ticketId}`, as staff see it (internal notes included).
-    TicketStaff(i64),
-    /// `/ws/tickets/{ticketId}`, as the customer sees it.
-    TicketCustomer(i64),
-    /// An organization's staff on `/ws` (003): handovers waiting for them.
+    /// Everything that happens in one conversation (and its ticket):
+    /// `/ws/chat/{sessionId}`, `/ws/tickets/{ticketId}`, a `/ws` session.
+    Conversation(i64),
+    /// An organization's staff on `/ws` (003): handovers, new tickets.
     Staff(i64),
 }
+
+/// Who a delivery is rendered for: each renders once per event and the
+/// text is shared by every subscriber of that audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// 001's `/ws/chat/{sessionId}`.
+    Chat = 0,
+    /// 004's `/ws/tickets/{id}` for staff (internal notes included).
+    TicketStaff = 1,
+    /// 004's `/ws/tickets/{id}` for the ticket's customer.
+    TicketCustomer = 2,
+    /// 003's `/ws` staff feed.
+    StaffFeed = 3,
+}
+
+const AUDIENCES: usize = 4;
 
 /// One serialized event.
 pub type Frame = Arc<str>;
 
+/// A published event and its renderings, shared by every subscriber.
+pub struct Delivery {
+    pub event: Event,
+    frames: [OnceLock<Option<Frame>>; AUDIENCES],
+}
+
+impl Delivery {
+    /// The event as `audience` sees it (`None`: not shown to it), rendered
+    /// by the first subscriber that asks.
+    pub fn frame(
+        &self,
+        audience: Audience,
+        render: impl FnOnce(&Event) -> Option<String>,
+    ) -> Option<Frame> {
+        self.frames[audience as usize]
+            .get_or_init(|| render(&self.event).map(Frame::from))
+            .clone()
+    }
+}
+
 #[derive(Default)]
 pub struct Bus {
-    topics: DashMap<Topic, broadcast::Sender<Frame>>,
+    topics: DashMap<Topic, broadcast::Sender<Arc<Delivery>>>,
 }
 
 impl Bus {
-    /// Sends `event` to the topic's current subscribers, if any.
-    pub fn publish(&self, topic: Topic, event: &impl Serialize) {
-        let Some(tx) = self.topics.get(&topic).map(|t| t.clone()) else {
-            return;
+    /// Sends `event` to the subscribers of its conversation and, for the
+    /// events staff follow, of its organization's staff feed.
+    pub fn publish(&self, event: Event) {
+        let conversation = self
+            .topics
+            .get(&Topic::Conversation(event.conversation_id()))
+            .map(|t| t.clone());
+        let staff = if event.for_staff_feed() {
+            self.topics
+                .get(&Topic::Staff(event.org_id()))
+                .map(|t| t.clone())
+        } else {
+            None
         };
-        match serde_json::to_string(event) {
-            Ok(text) => {
-                metrics::counter!("realtime_events_total").increment(1);
-                // No receiver left is not an error: the sweep drops the topic.
-                let _ = tx.send(Frame::from(text));
-            }
-            Err(e) => tracing::error!(error = %e, "an event could not be serialized"),
+        if conversation.is_none() && staff.is_none() {
+            return;
+        }
+        metrics::counter!("realtime_events_total").increment(1);
+        let delivery = Arc::new(Delivery {
+            event,
+            frames: Default::default(),
+        });
+        // No receiver left is not an error: the sweep drops the topic.
+        for tx in [conversation, staff].into_iter().flatten() {
+            let _ = tx.send(delivery.clone());
         }
     }
 
-    pub fn subscribe(&self, topic: Topic) -> broadcast::Receiver<Frame> {
+    pub fn subscribe(&self, topic: Topic) -> broadcast::Receiver<Arc<Delivery>> {
         self.topics
             .entry(topic)
             .or_insert_with(|| broadcast::channel(QUEUE).0)
@@ -87,18 +136,26 @@ mod tests {
     #[tokio::test]
     async fn slow_subscribers_lag_alone() {
         let bus = Bus::default();
-        let mut fast = bus.subscribe(Topic::Chat(1));
-        let mut slow = bus.subscribe(Topic::Chat(1));
+        let typing = |conversation_id, i: usize| Event::Typing {
+            org_id: 1,
+            conversation_id,
+            who: i.to_string(),
+            is_typing: true,
+            at: chrono::Utc::now(),
+        };
+        let mut fast = bus.subscribe(Topic::Conversation(1));
+        let mut slow = bus.subscribe(Topic::Conversation(1));
         for i in 0..QUEUE + 5 {
-            bus.publish(Topic::Chat(1), &i);
-            assert_eq!(fast.recv().await.expect("event").as_ref(), i.to_string());
+            bus.publish(typing(1, i));
+            let got = fast.recv().await.expect("event");
+            assert!(matches!(&got.event, Event::Typing { who, .. } if *who == i.to_string()));
         }
         assert!(matches!(
             slow.recv().await,
             Err(broadcast::error::RecvError::Lagged(5))
         ));
         // Other topics are separate.
-        bus.publish(Topic::Chat(2), &"nobody");
+        bus.publish(typing(2, 0));
         drop((fast, slow));
         bus.sweep();
         assert!(bus.is_empty());

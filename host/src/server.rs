@@ -59,6 +59,16 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// What the service layer works with.
+    pub fn core(&self) -> crate::service::Core<'_> {
+        crate::service::Core {
+            db: &self.db,
+            bus: &self.bus,
+            assistant: &self.assistant,
+            files: &self.files,
+        }
+    }
+
     /// Connects to the database, applies migrations, makes sure the default
     /// organization exists and loads (or creates) the JWT secret.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {

@@ -6,6 +6,7 @@
 //! driver. Schema differences live only in `migrations/sqlite` and
 //! `migrations/postgres`.
 
+mod contacts;
 mod conversations;
 mod identity;
 pub mod knowledge;
@@ -147,9 +148,34 @@ impl Db {
 
     /// Applies pending migrations. Safe to run from several nodes at once on
     /// PostgreSQL (sqlx takes an advisory lock).
+    ///
+    /// SQLite migrations run on a connection of their own with foreign keys
+    /// off: a migration that rebuilds a table (SQLite's way to change a
+    /// column) drops the old one, and with foreign keys on that would
+    /// cascade into its children. sqlx runs each migration in a transaction,
+    /// where the pragma cannot be changed, so it is set on connecting.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.pool {
-            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Pool::Sqlite(pool) => {
+                let migrator = sqlx::migrate!("../migrations/sqlite");
+                let options = (*pool.connect_options()).clone();
+                let in_memory = options.get_filename().as_os_str().is_empty()
+                    || options
+                        .get_filename()
+                        .to_string_lossy()
+                        .contains(":memory:");
+                if in_memory {
+                    // A second connection would see another database; a
+                    // new in-memory one has no rows to cascade into.
+                    migrator.run(pool).await?;
+                } else {
+                    use sqlx::ConnectOptions as _;
+                    let mut conn = options.foreign_keys(false).connect().await?;
+                    let ran = migrator.run(&mut conn).await;
+                    let _ = sqlx::Connection::close(conn).await;
+                    ran?;
+                }
+            }
             Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
         }
         Ok(())

@@ -481,11 +481,17 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
         assert_eq!(v["handover"], true, "{v}");
         assert_eq!(v["response"], "Connecting you with a human agent...");
         assert_eq!(v["sources"], json!([]));
-        // Waiting for an agent: the assistant is silent.
+        // Waiting for an agent: the assistant is silent, and the customer
+        // is told their message was passed on.
         let (_, v) = chat(&gw, &c.alice, "How do I return an item?", Some(id)).await;
         assert_eq!(
-            (v["response"].clone(), v["handover"].clone()),
-            (Value::Null, json!(true)),
+            (v["response"].as_str(), v["handover"].clone()),
+            (
+                Some(
+                    "Thanks, your message has been passed on to our team; an agent will reply here."
+                ),
+                json!(true)
+            ),
             "{v}"
         );
 
@@ -507,7 +513,12 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
             Some(id),
         )
         .await;
-        assert_eq!(v["response"], Value::Null, "{v}");
+        assert!(
+            v["response"]
+                .as_str()
+                .is_some_and(|t| t.contains("passed on")),
+            "{v}"
+        );
         let (_, conv) = call(
             &gw,
             &c.alice,
@@ -517,13 +528,27 @@ async fn chat_answers_with_sources_hands_over_and_stays_silent_until_handed_back
         )
         .await;
         assert_eq!(conv["handling"], "agent");
-        let assistant_replies = conv["messages"]
+        // 002 shows two roles: the agent's reply and the handover notice
+        // are the assistant's side; nothing followed the customer's last.
+        let roles: Vec<&str> = conv["messages"]
             .as_array()
             .expect("as expected")
             .iter()
-            .filter(|m| m["role"] == "assistant")
-            .count();
-        assert_eq!(assistant_replies, 1, "{conv}");
+            .filter_map(|m| m["role"].as_str())
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+                "user"
+            ],
+            "{conv}"
+        );
 
         // Customers cannot hand back; the agent can, and the assistant answers again.
         let (s, _) = call(
@@ -1104,6 +1129,13 @@ async fn ws_protocol_answers_hands_over_and_relays_agents() {
         json!({ "type": "handover_request", "timestamp": "2026-01-01T00:00:00Z" }).to_string(),
     )
     .await;
+    let e = next_event(&mut socket).await;
+    assert_eq!(
+        (e["type"].as_str(), e["sender"].as_str()),
+        (Some("message"), Some("ai")),
+        "{e}"
+    );
+    assert_eq!(e["text"], "Connecting you with a human agent...");
     let e = next_event(&mut socket).await;
     assert_eq!(e["type"], "handover_initiated", "{e}");
     assert_eq!(e["message"], "Connecting you with a human agent...");

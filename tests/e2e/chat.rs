@@ -280,9 +280,11 @@ async fn sessions_and_messages_in_both_dialects() {
             None,
         )
         .await;
+        // Alice's first message got the assistant's handover notice (it
+        // knows nothing); after the agent's reply it stays silent.
         assert_eq!(
             (page["totalCount"].as_i64(), page["hasMore"].as_bool()),
-            (Some(5), Some(true)),
+            (Some(6), Some(true)),
             "{page}"
         );
         let texts: Vec<&str> = page["messages"]
@@ -302,8 +304,9 @@ async fn sessions_and_messages_in_both_dialects() {
         )
         .await;
         assert_eq!(page["hasMore"], false);
-        assert_eq!(page["messages"].as_array().map(Vec::len), Some(3));
+        assert_eq!(page["messages"].as_array().map(Vec::len), Some(4));
         assert_eq!(page["messages"][0]["content"], "Where is my refund?");
+        assert_eq!(page["messages"][1]["senderType"], "system");
 
         // Assign: staff only, once, not when closed.
         let apath = format!("/api/chat/sessions/{id}/assign");
@@ -467,7 +470,9 @@ async fn a_retried_send_creates_one_message() {
         let again: Value = send().await.expect("send").json().await.expect("json");
         assert_eq!(first["id"], again["id"], "{kind:?}");
         let (_, page) = call(&gw, &token, Method::GET, &path, None).await;
-        assert_eq!(page["totalCount"], 1, "{kind:?}: {page}");
+        // One message, and the assistant's handover notice (it knows nothing).
+        assert_eq!(page["totalCount"], 2, "{kind:?}: {page}");
+        assert_eq!(page["messages"][1]["senderType"], "system", "{page}");
     }
 }
 
@@ -583,6 +588,21 @@ async fn websocket_clients_get_every_event_in_order() {
             assert_eq!(e["type"], "message", "{e}");
             assert_eq!(e["data"]["content"], format!("m{i}"));
             assert_eq!(e["data"]["sender"], "user");
+            if i == 0 {
+                // The assistant knows nothing: it hands over, once.
+                let e = next_event(socket).await;
+                assert_eq!(
+                    (e["type"].as_str(), e["data"]["senderType"].as_str()),
+                    (Some("message"), Some("system")),
+                    "{e}"
+                );
+                let e = next_event(socket).await;
+                assert_eq!(
+                    (e["type"].as_str(), e["data"]["transition"].as_str()),
+                    (Some("handover"), Some("requested")),
+                    "{e}"
+                );
+            }
         }
         let e = next_event(socket).await;
         assert_eq!(
@@ -625,6 +645,17 @@ async fn read_receipts_and_stats() {
     .await;
     let id = s["id"].as_str().expect("id").to_owned();
     let mpath = format!("/api/chat/sessions/{id}/messages");
+    // The agent writes first: the conversation is theirs, the assistant
+    // stays out of it.
+    let (s, _) = call(
+        &gw,
+        &c.agent,
+        Method::POST,
+        &mpath,
+        Some(json!({ "content": "Welcome! I'm Agnes." })),
+    )
+    .await;
+    assert_eq!(s, 200);
     let (_, question) = call(
         &gw,
         &c.alice,
@@ -666,7 +697,7 @@ async fn read_receipts_and_stats() {
             )
         })
         .collect();
-    assert_eq!(read, [(false, "sent"), (true, "read")]);
+    assert_eq!(read, [(false, "sent"), (false, "sent"), (true, "read")]);
     let (status, _) = call(
         &gw,
         &c.bob,
@@ -696,7 +727,7 @@ async fn read_receipts_and_stats() {
             stats["activeSessions"].as_i64(),
             stats["messagesExchanged"].as_i64()
         ),
-        (Some(1), Some(1), Some(2))
+        (Some(1), Some(1), Some(3))
     );
     // About 1.2 s, in minutes.
     let minutes = stats["averageResponseTime"].as_f64().expect("number");

@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 mod cli;
 mod config_errors;
+mod core;
 mod errors;
 mod jwt;
 mod openai;

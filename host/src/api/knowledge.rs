@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::assistant::chat::FaqView;
-use super::chat::parse_id;
+use super::common::{Paging, parse_id};
 use super::error::ApiError;
 use super::extract::{Auth, Body, Fields};
 use super::openapi::ErrorBody;
@@ -77,21 +77,12 @@ pub struct DocumentPage {
     limit: i64,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// From 1 (default 1).
-    page: Option<i64>,
-    /// 1 to 100 (default 20).
-    limit: Option<i64>,
-}
-
 /// The organization's knowledge documents, newest first.
 #[utoipa::path(
     get,
     path = "/api/gateway/knowledge/documents",
     tag = "gateway knowledge",
-    params(PageQuery),
+    params(Paging),
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "A page of documents", body = DocumentPage),
@@ -102,16 +93,10 @@ pub struct PageQuery {
 async fn list_documents(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<Paging>,
 ) -> Result<Json<DocumentPage>, ApiError> {
     staff(&p)?;
-    let page = q.page.unwrap_or(1);
-    let limit = q.limit.unwrap_or(20);
-    if page < 1 || !(1..=100).contains(&limit) {
-        return Err(ApiError::validation(
-            "page must be at least 1 and limit 1 to 100",
-        ));
-    }
+    let (page, limit) = q.parse(20)?;
     let (items, total) = state
         .db
         .list_documents(p.org_id, (page - 1) * limit, limit)
@@ -514,25 +499,13 @@ async fn set_handling(
         Some(c) if c.visible_to(p) => c,
         _ => return Err(ApiError::not_found("Conversation not found")),
     };
-    let agent = if handling == Handling::Agent {
-        p.user_id()
-    } else {
-        None
-    };
-    let updated = state
-        .db
-        .set_handling(c.id, handling, agent)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Conversation not found"))?;
-    super::chat::publish_handover(
-        state,
-        &updated,
-        if handling == Handling::Ai {
-            "handed_back"
-        } else {
-            "taken_over"
-        },
-    );
+    let updated = crate::service::conversations::set_handling(
+        state.core(),
+        crate::service::Actor::of(p),
+        &c,
+        handling,
+    )
+    .await?;
     Ok(Json(HandlingView::from(&updated)))
 }
 

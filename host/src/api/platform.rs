@@ -17,7 +17,8 @@ mod ws;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::api::error::ApiError;
-use crate::domain::conversation::{Conversation, NewConversation, Priority};
+use crate::domain::contact::{ContactDetails, Identity};
+use crate::domain::conversation::{Channel, Conversation, NewConversation, Priority};
 use crate::domain::{Principal, Role};
 use crate::server::AppState;
 
@@ -28,12 +29,30 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(ws::router())
 }
 
-/// The customer a request speaks for: their user id and their memory
-/// reference (003 `userId`).
+/// The customer a request speaks for: their login user (if they are one),
+/// their contact, and their memory reference (003 `userId`).
 #[derive(Debug, Clone)]
 pub(crate) struct Customer {
-    pub user_id: i64,
+    pub user_id: Option<i64>,
+    pub contact_id: i64,
     pub reference: String,
+}
+
+impl Customer {
+    async fn user(
+        state: &AppState,
+        org_id: i64,
+        user_id: i64,
+        reference: String,
+    ) -> Result<Customer, ApiError> {
+        let contact_id =
+            crate::service::conversations::contact_of_user(state.core(), org_id, user_id).await?;
+        Ok(Customer {
+            user_id: Some(user_id),
+            contact_id,
+            reference,
+        })
+    }
 }
 
 /// Resolves 003's `userId` for principal `p` (see the module docs).
@@ -56,18 +75,12 @@ pub(crate) async fn customer(
             Some(u) if u != own.to_string() => Err(ApiError::forbidden(
                 "A customer may act only as themselves: userId must be your own id",
             )),
-            _ => Ok(Customer {
-                user_id: own,
-                reference: own.to_string(),
-            }),
+            _ => Customer::user(state, p.org_id, own, own.to_string()).await,
         };
     }
     match user_id {
         None => match p.user_id() {
-            Some(own) => Ok(Customer {
-                user_id: own,
-                reference: own.to_string(),
-            }),
+            Some(own) => Customer::user(state, p.org_id, own, own.to_string()).await,
             None => Err(ApiError::validation(
                 "userId is required with an API key: it names the customer",
             )),
@@ -77,14 +90,20 @@ pub(crate) async fn customer(
                 && let Some(user) = state.db.user_by_id(id).await?
                 && user.org_id == p.org_id
             {
-                return Ok(Customer {
-                    user_id: user.id,
-                    reference: u.to_owned(),
-                });
+                return Customer::user(state, p.org_id, user.id, u.to_owned()).await;
             }
-            let id = state.db.contact(p.org_id, u).await?;
+            // A client's own id for someone who never logged in: a contact
+            // known by that `api` identity.
+            let contact = crate::service::contacts::find_or_create(
+                state.core(),
+                p.org_id,
+                &Identity::new(Channel::Api, u),
+                &ContactDetails::default(),
+            )
+            .await?;
             Ok(Customer {
-                user_id: id,
+                user_id: None,
+                contact_id: contact.id,
                 reference: u.to_owned(),
             })
         }
@@ -138,20 +157,24 @@ pub(crate) async fn session_for(
     let new = NewConversation {
         org_id: p.org_id,
         customer_id: customer.user_id,
+        contact_id: Some(customer.contact_id),
         subject: None,
         priority: Priority::Medium,
         tags: Vec::new(),
-        channel: channel.to_owned(),
+        // 003's `channel` is the client's word; one we do not know of is
+        // another system's (`api`).
+        channel: Channel::parse(channel).unwrap_or(Channel::Api),
+        channel_entry: None,
     };
     match session_id.map(str::trim).filter(|s| !s.is_empty()) {
         None => {
-            let c = state.db.create_conversation(&new).await?;
+            let c = crate::service::conversations::start(state.core(), new).await?;
             let id = c.id.to_string();
             Ok((c, id))
         }
         Some(name) => {
             if let Some(c) = find_session(state, p, name).await? {
-                if c.customer_id != customer.user_id {
+                if c.contact_id != Some(customer.contact_id) {
                     return Err(ApiError::forbidden(
                         "This session belongs to another customer",
                     ));
@@ -159,7 +182,7 @@ pub(crate) async fn session_for(
                 return Ok((c, name.to_owned()));
             }
             let c = state.db.create_external_conversation(&new, name).await?;
-            if !c.visible_to(p) || c.customer_id != customer.user_id {
+            if !c.visible_to(p) || c.contact_id != Some(customer.contact_id) {
                 return Err(ApiError::not_found("Session not found"));
             }
             Ok((c, name.to_owned()))
@@ -216,4 +239,4 @@ pub(crate) async fn check_org(
     }
 }
 
-pub(crate) use super::chat::iso;
+pub(crate) use super::common::iso;

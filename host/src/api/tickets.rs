@@ -12,16 +12,21 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::chat::{ChatMessage, SocketQuery, iso, relay, socket_principal};
+use crate::api::common::{
+    Paging, SocketQuery, id_of, iso, priority_field, relay, socket_principal,
+};
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
-use crate::domain::conversation::{Message, NewMessage, Priority, SenderKind, validate_content};
+use crate::domain::conversation::{Message, Priority, validate_content};
 use crate::domain::ticket::{
     Category, DESCRIPTION_MAX, NewTicket, TITLE_MAX, Ticket, TicketStatus,
 };
 use crate::domain::{FieldError, Principal, PrincipalKind, Role};
-use crate::realtime::Topic;
+use crate::events::Event;
+use crate::realtime::{Audience, Topic};
 use crate::server::AppState;
+use crate::service::conversations::{self, Answer, Author, Post};
+use crate::service::{Actor, policy, tickets};
 use crate::store::{StoreError, TicketChanges, TicketFilter};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,7 +50,8 @@ pub struct TicketView {
     /// `low`, `medium` or `high`.
     priority: &'static str,
     category_id: Option<String>,
-    customer_id: String,
+    /// `null` for a ticket another system opened without a customer.
+    customer_id: Option<String>,
     /// The chat session (conversation) the ticket belongs to.
     session_id: String,
     created_at: String,
@@ -61,7 +67,7 @@ impl TicketView {
             status: t.status.as_str(),
             priority: t.priority.as_str(),
             category_id: t.category_id.map(|c| c.to_string()),
-            customer_id: t.customer_id.to_string(),
+            customer_id: t.customer_id.map(|c| c.to_string()),
             session_id: t.conversation_id.to_string(),
             created_at: iso(t.created_at),
             updated_at: iso(t.updated_at),
@@ -84,10 +90,10 @@ pub struct TicketMessage {
 }
 
 impl TicketMessage {
-    fn of(ticket: &Ticket, m: &Message) -> TicketMessage {
+    fn of(ticket_id: i64, m: &Message) -> TicketMessage {
         TicketMessage {
             id: m.id.to_string(),
-            ticket_id: ticket.id.to_string(),
+            ticket_id: ticket_id.to_string(),
             content: m.content.clone(),
             is_internal: m.is_internal,
             sender: m.sender_kind.as_str(),
@@ -114,23 +120,33 @@ impl CategoryView {
     }
 }
 
-/// A `/ws/tickets` event: `ticket.updated` or `message.received`, named
-/// under both `event` and `type`.
-#[derive(Serialize)]
-struct Event<'a, T: Serialize> {
-    event: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: T,
-}
-
-fn parse_id(text: &str) -> Option<i64> {
-    text.parse::<i64>().ok().filter(|n| *n > 0)
+/// A domain event as `/ws/tickets/{ticket_id}` shows it, named under both
+/// `event` and `type`: `ticket.created`, `ticket.updated`,
+/// `message.received` (internal notes only when `staff`).
+fn render(event: &Event, ticket_id: i64, staff: bool) -> Option<String> {
+    let framed = |name: &str, data: serde_json::Value| {
+        serde_json::json!({"event": name, "type": name, "data": data}).to_string()
+    };
+    match event {
+        Event::TicketCreated(t) if t.id == ticket_id => Some(framed(
+            "ticket.created",
+            serde_json::to_value(TicketView::of(t)).ok()?,
+        )),
+        Event::TicketUpdated(t) if t.id == ticket_id => Some(framed(
+            "ticket.updated",
+            serde_json::to_value(TicketView::of(t)).ok()?,
+        )),
+        Event::MessageCreated { message, .. } if staff || !message.is_internal => Some(framed(
+            "message.received",
+            serde_json::to_value(TicketMessage::of(ticket_id, message)).ok()?,
+        )),
+        _ => None,
+    }
 }
 
 async fn visible_ticket(state: &AppState, p: &Principal, id: &str) -> Result<Ticket, ApiError> {
     let not_found = || ApiError::not_found("Resource not found");
-    let id = parse_id(id).ok_or_else(not_found)?;
+    let id = id_of(id).ok_or_else(not_found)?;
     match state.db.ticket(id).await? {
         Some(t) if t.visible_to(p) => Ok(t),
         _ => Err(not_found()),
@@ -144,16 +160,6 @@ async fn own_category(state: &AppState, p: &Principal, id: i64) -> Result<bool, 
         .category(id)
         .await?
         .is_some_and(|c| c.org_id == p.org_id))
-}
-
-fn publish_ticket(state: &AppState, t: &Ticket) {
-    let event = Event {
-        event: "ticket.updated",
-        kind: "ticket.updated",
-        data: TicketView::of(t),
-    };
-    state.bus.publish(Topic::TicketStaff(t.id), &event);
-    state.bus.publish(Topic::TicketCustomer(t.id), &event);
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -215,41 +221,27 @@ async fn list_tickets(
             None
         }),
     };
+    // A category that does not exist, whatever its form, has no tickets.
     let category_id = match q.category.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => parse_id(s).or_else(|| {
-            bad("category", "must be a category id");
-            None
-        }),
+        Some(s) => Some(id_of(s).unwrap_or(0)),
     };
-    let page = match q.page.as_deref().filter(|s| !s.is_empty()) {
-        None => 1,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .unwrap_or_else(|| {
-                bad("page", "must be a whole number from 1");
-                1
-            }),
-    };
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => 20,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .unwrap_or_else(|| {
-                bad("limit", "must be a whole number from 1 to 100");
-                20
-            }),
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::invalid_fields(errors));
+    let paging = Paging {
+        page: q.page,
+        limit: q.limit,
     }
+    .parse(20);
+    let (page, limit) = match paging {
+        Ok(p) if errors.is_empty() => p,
+        Ok(_) => return Err(ApiError::invalid_fields(errors)),
+        Err(e) => {
+            errors.extend(e.fields.iter().cloned());
+            return Err(ApiError::invalid_fields(errors));
+        }
+    };
     let filter = TicketFilter {
         org_id: p.org_id,
-        customer_id: if p.is_staff() {
+        customer_id: if policy::may_see_internal(&p) {
             None
         } else {
             p.user_id().or(Some(0))
@@ -305,7 +297,7 @@ async fn create_ticket(
     let title = f.required_str("title").map(|t| t.trim().to_owned());
     let description = f.optional_str("description").unwrap_or_default();
     let category = f.optional_id("category_id").flatten();
-    let priority = f.optional_str("priority");
+    let priority = priority_field(&mut f, "priority");
     let for_customer = f.optional_id("customer_id").flatten();
     if title
         .as_ref()
@@ -324,17 +316,7 @@ async fn create_ticket(
             "value_error",
         ));
     }
-    let priority = match priority.as_deref() {
-        None => Priority::Medium,
-        Some(s) => Priority::parse(s).unwrap_or_else(|| {
-            f.push(FieldError::new(
-                "priority",
-                "must be low, medium or high",
-                "value_error",
-            ));
-            Priority::Medium
-        }),
-    };
+    let priority = priority.unwrap_or(Priority::Medium);
     f.finish()?;
     if let Some(id) = category
         && !own_category(&state, &p, id).await?
@@ -342,7 +324,7 @@ async fn create_ticket(
         return Err(ApiError::validation("category_id: no such category"));
     }
     let customer_id = match (for_customer, p.user_id()) {
-        (Some(id), _) if p.is_staff() => match state.db.user_by_id(id).await? {
+        (Some(id), _) if policy::may_act_for_others(&p) => match state.db.user_by_id(id).await? {
             Some(u) if u.org_id == p.org_id => u.id,
             _ => return Err(ApiError::validation("customer_id: no such customer")),
         },
@@ -354,18 +336,20 @@ async fn create_ticket(
             ));
         }
     };
-    let (t, _) = state
-        .db
-        .create_ticket(&NewTicket {
+    let t = tickets::open(
+        state.core(),
+        NewTicket {
             org_id: p.org_id,
             conversation_id: None,
-            customer_id,
+            customer_id: Some(customer_id),
+            contact_id: None,
             title: title.unwrap_or_default(),
             description,
             priority,
             category_id: category,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(Json(TicketView::of(&t)))
 }
 
@@ -413,7 +397,7 @@ async fn update_ticket(
     Body(body): Body,
 ) -> Result<Json<TicketView>, ApiError> {
     let t = visible_ticket(&state, &p, &id).await?;
-    if !p.is_staff() {
+    if !policy::may_manage_tickets(&p) {
         return Err(ApiError::forbidden("Insufficient permissions"));
     }
     let mut f = Fields::new(&body);
@@ -438,12 +422,7 @@ async fn update_ticket(
     {
         return Err(ApiError::validation("category_id: no such category"));
     }
-    let t = state
-        .db
-        .update_ticket(t.id, &changes)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Resource not found"))?;
-    publish_ticket(&state, &t);
+    let t = tickets::update(state.core(), &t, &changes).await?;
     Ok(Json(TicketView::of(&t)))
 }
 
@@ -467,10 +446,13 @@ async fn list_ticket_messages(
     let t = visible_ticket(&state, &p, &id).await?;
     let (messages, _) = state
         .db
-        .list_messages(t.conversation_id, p.is_staff(), None, 1000)
+        .list_messages(t.conversation_id, policy::may_see_internal(&p), None, 1000)
         .await?;
     Ok(Json(
-        messages.iter().map(|m| TicketMessage::of(&t, m)).collect(),
+        messages
+            .iter()
+            .map(|m| TicketMessage::of(t.id, m))
+            .collect(),
     ))
 }
 
@@ -517,50 +499,30 @@ async fn send_ticket_message(
         f.push(e);
     }
     f.finish()?;
-    if is_internal && !p.is_staff() {
+    if is_internal && !policy::may_write_internal(&p) {
         return Err(ApiError::forbidden("Insufficient permissions"));
     }
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
-        .map(str::to_owned);
-    let (m, created) = state
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => conversations::idempotency_key(Some(v.to_str().unwrap_or("\u{0}")))?,
+    };
+    let c = state
         .db
-        .insert_message(&NewMessage {
-            org_id: t.org_id,
-            conversation_id: t.conversation_id,
-            sender_kind: if p.role == Role::Customer {
-                SenderKind::Customer
-            } else {
-                SenderKind::Agent
-            },
-            sender_id: p.user_id(),
-            content: content.unwrap_or_default(),
-            is_internal,
+        .conversation(t.conversation_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Resource not found"))?;
+    let posted = conversations::post(
+        state.core(),
+        &c,
+        Post {
+            internal: is_internal,
             idempotency_key: key,
-            reply: Default::default(),
-            context: None,
-        })
-        .await?;
-    if created {
-        let event = Event {
-            event: "message.received",
-            kind: "message.received",
-            data: TicketMessage::of(&t, &m),
-        };
-        state.bus.publish(Topic::TicketStaff(t.id), &event);
-        if !m.is_internal {
-            state.bus.publish(Topic::TicketCustomer(t.id), &event);
-            // The chat the ticket belongs to sees it as a chat message.
-            state.bus.publish(
-                Topic::Chat(t.conversation_id),
-                &serde_json::json!({ "type": "message", "data": ChatMessage::of(&m) }),
-            );
-        }
-    }
-    Ok(Json(TicketMessage::of(&t, &m)))
+            ..Post::text(Author::of(Actor::of(&p)), content.unwrap_or_default())
+        },
+        Answer::BestEffort,
+    )
+    .await?;
+    Ok(Json(TicketMessage::of(t.id, &posted.message)))
 }
 
 /// The organization's ticket categories.
@@ -600,7 +562,7 @@ async fn create_category(
     Auth(p): Auth,
     Body(body): Body,
 ) -> Result<Json<CategoryView>, ApiError> {
-    if !p.is_staff() {
+    if !policy::may_manage_tickets(&p) {
         return Err(ApiError::forbidden("Insufficient permissions"));
     }
     let mut f = Fields::new(&body);
@@ -657,58 +619,21 @@ async fn ticket_socket(
     let p = socket_principal(&state, auth, q.token.as_deref())?;
     let t = visible_ticket(&state, &p, &id).await?;
     let upgrade = upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?;
-    let topic = if p.is_staff() {
-        Topic::TicketStaff(t.id)
+    let staff = policy::may_see_internal(&p);
+    let audience = if staff {
+        Audience::TicketStaff
     } else {
-        Topic::TicketCustomer(t.id)
+        Audience::TicketCustomer
     };
-    let events = state.bus.subscribe(topic);
-    Ok(upgrade.on_upgrade(move |socket| relay(socket, events)))
-}
-
-/// Turns chat session `c` into a ticket (000); a session has one ticket,
-/// so asking again answers the same one.
-pub async fn ticket_from_chat(
-    state: &AppState,
-    c: &crate::domain::conversation::Conversation,
-    title: Option<String>,
-    category: Option<String>,
-    priority: Option<Priority>,
-) -> Result<Ticket, ApiError> {
-    let category_id = match category.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => {
-            // A category id, or a category name of the organization.
-            let all = state.db.categories(c.org_id).await?;
-            match all
-                .iter()
-                .find(|k| k.id.to_string() == text || k.name.eq_ignore_ascii_case(text))
-            {
-                Some(k) => Some(k.id),
-                None => return Err(ApiError::validation("category: no such category")),
-            }
-        }
-    };
-    let title = title
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| c.subject.clone())
-        .unwrap_or_else(|| format!("Chat session {}", c.id));
-    let (t, created) = state
-        .db
-        .create_ticket(&NewTicket {
-            org_id: c.org_id,
-            conversation_id: Some(c.id),
-            customer_id: c.customer_id,
-            title: title.chars().take(TITLE_MAX).collect(),
-            description: String::new(),
-            priority: priority.unwrap_or(c.priority),
-            category_id,
+    // A ticket's events are its conversation's (one ticket per
+    // conversation, so one rendering per audience serves every subscriber).
+    let events = state.bus.subscribe(Topic::Conversation(t.conversation_id));
+    let ticket_id = t.id;
+    Ok(upgrade.on_upgrade(move |socket| {
+        relay(socket, events, audience, move |e| {
+            render(e, ticket_id, staff)
         })
-        .await?;
-    if created {
-        publish_ticket(state, &t);
-    }
-    Ok(t)
+    }))
 }
 
 /// The title, description, status and priority a body changes.
@@ -728,16 +653,7 @@ fn ticket_changes(f: &mut Fields<'_>) -> TicketChanges {
             ));
         }
     }
-    if let Some(s) = f.optional_str("priority") {
-        changes.priority = Priority::parse(&s);
-        if changes.priority.is_none() {
-            f.push(FieldError::new(
-                "priority",
-                "must be low, medium or high",
-                "value_error",
-            ));
-        }
-    }
+    changes.priority = priority_field(f, "priority");
     if changes
         .title
         .as_ref()
@@ -797,7 +713,9 @@ fn signature_valid(secret: &str, body: &[u8], signature: &str) -> bool {
 /// HMAC-SHA256 of the raw body, `sha256=` prefix optional).
 ///
 /// - `ticket.created`: `data` {`title`, `description`?, `priority`?,
-///   `category_id`?, `customer_email`}: the customer must exist.
+///   `category_id`?, `customer_email`?}: for the organization's customer
+///   with that email, else for the contact with that email (created on
+///   first use); without an email, a ticket with no customer.
 /// - `ticket.updated`: `data` {`ticket_id`, and any of `title`,
 ///   `description`, `status`, `priority`}.
 /// - `message.created`: `data` {`ticket_id`, `content`, `is_internal`?,
@@ -862,8 +780,8 @@ async fn incoming_webhook(
         "ticket.created" => {
             let title = f.required_str("title").map(|t| t.trim().to_owned());
             let description = f.optional_str("description").unwrap_or_default();
-            let email = f.required_str("customer_email");
-            let priority = f.optional_str("priority");
+            let email = f.optional_str("customer_email");
+            let priority = priority_field(&mut f, "priority");
             let category = f.optional_id("category_id").flatten();
             if title
                 .as_ref()
@@ -875,39 +793,37 @@ async fn incoming_webhook(
                     "value_error",
                 ));
             }
-            let priority = match priority.as_deref() {
-                None => Priority::Medium,
-                Some(p) => Priority::parse(p).unwrap_or_else(|| {
-                    f.push(FieldError::new(
-                        "priority",
-                        "must be low, medium or high",
-                        "value_error",
-                    ));
-                    Priority::Medium
-                }),
-            };
+            let priority = priority.unwrap_or(Priority::Medium);
             f.finish()?;
-            let customer = match state.db.user_for_login(&email.unwrap_or_default()).await? {
-                Some((u, _)) if u.org_id == org.id => u,
-                _ => return Err(ApiError::not_found("Customer not found")),
-            };
+            if email
+                .as_deref()
+                .is_some_and(|e| !e.trim().is_empty() && !e.contains('@'))
+            {
+                return Err(ApiError::validation(
+                    "customer_email must be an email address",
+                ));
+            }
             if let Some(c) = category
                 && !own_category(&state, &service, c).await?
             {
                 return Err(ApiError::validation("category_id: no such category"));
             }
-            let (t, _) = state
-                .db
-                .create_ticket(&NewTicket {
+            let (customer_id, contact_id) =
+                tickets::requester(state.core(), org.id, email.as_deref()).await?;
+            let t = tickets::open(
+                state.core(),
+                NewTicket {
                     org_id: org.id,
                     conversation_id: None,
-                    customer_id: customer.id,
+                    customer_id,
+                    contact_id,
                     title: title.unwrap_or_default(),
                     description,
                     priority,
                     category_id: category,
-                })
-                .await?;
+                },
+            )
+            .await?;
             Ok(Json(WebhookOutcome {
                 status: "accepted",
                 event,
@@ -923,12 +839,7 @@ async fn incoming_webhook(
             }
             f.finish()?;
             let t = org_ticket(&state, org.id, id).await?;
-            let t = state
-                .db
-                .update_ticket(t.id, &changes)
-                .await?
-                .ok_or_else(|| ApiError::not_found("Resource not found"))?;
-            publish_ticket(&state, &t);
+            let t = tickets::update(state.core(), &t, &changes).await?;
             Ok(Json(WebhookOutcome {
                 status: "accepted",
                 event,
@@ -954,31 +865,26 @@ async fn incoming_webhook(
             }
             f.finish()?;
             let t = org_ticket(&state, org.id, id).await?;
-            let (m, created) = state
+            let c = state
                 .db
-                .insert_message(&NewMessage {
-                    org_id: t.org_id,
-                    conversation_id: t.conversation_id,
-                    sender_kind: SenderKind::System,
-                    sender_id: None,
-                    content: content.unwrap_or_default(),
-                    is_internal,
-                    idempotency_key: delivery.map(|d| format!("webhook:{d}")),
-                    reply: Default::default(),
-                    context: None,
-                })
-                .await?;
-            if created {
-                let event = Event {
-                    event: "message.received",
-                    kind: "message.received",
-                    data: TicketMessage::of(&t, &m),
-                };
-                state.bus.publish(Topic::TicketStaff(t.id), &event);
-                if !m.is_internal {
-                    state.bus.publish(Topic::TicketCustomer(t.id), &event);
-                }
-            }
+                .conversation(t.conversation_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Resource not found"))?;
+            let key = conversations::idempotency_key(
+                delivery.map(|d| format!("webhook:{d}")).as_deref(),
+            )?;
+            let m = conversations::post(
+                state.core(),
+                &c,
+                Post {
+                    internal: is_internal,
+                    idempotency_key: key,
+                    ..Post::text(Author::System, content.unwrap_or_default())
+                },
+                Answer::BestEffort,
+            )
+            .await?
+            .message;
             Ok(Json(WebhookOutcome {
                 status: "accepted",
                 event,

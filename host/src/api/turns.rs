@@ -1,14 +1,12 @@
-//! One customer turn as every assistant entry point takes it (002 chat,
-//! 003 messages and audio, the `/ws` protocol): store the message, tell the
-//! session's clients, run the answer pipeline, tell them the outcome.
+//! One customer turn as the assistant's own entry points take it (002
+//! chat, 003 messages and audio, the `/ws` protocol): the service posts the
+//! message and runs the assistant; these dialects answer with the reply.
 
-use crate::assistant::{AssistantError, Outcome, Turn, TurnContext};
-use crate::domain::conversation::{
-    Conversation, Handling, Message, NewMessage, SenderKind, validate_content,
-};
+use crate::assistant::{AssistantError, Turn};
+use crate::domain::conversation::{Conversation, Handling, Message, validate_content};
 use crate::server::AppState;
+use crate::service::conversations::{self, Answer, Author, Post};
 
-use super::chat::{publish_handover, publish_message};
 use super::error::ApiError;
 
 impl From<AssistantError> for ApiError {
@@ -49,87 +47,45 @@ pub async fn take_turn(
     conversation: &Conversation,
     said: Said<'_>,
 ) -> Result<(Message, Turn), ApiError> {
-    if !conversation.status.is_open() {
-        return Err(ApiError::conflict(
-            "The conversation is closed and accepts no new messages",
-        ));
-    }
-    let (message, created) = state
-        .db
-        .insert_message(&NewMessage {
-            org_id: conversation.org_id,
-            conversation_id: conversation.id,
-            sender_kind: SenderKind::Customer,
-            sender_id: said.sender_id,
-            content: said.text.to_owned(),
-            is_internal: false,
-            idempotency_key: said.idempotency_key.clone(),
-            reply: Default::default(),
-            context: None,
-        })
-        .await?;
-    if !created {
-        return Ok((message.clone(), earlier_turn(state, &message).await?));
-    }
-    publish_message(state, &message);
-    let turn = state
-        .assistant
-        .respond(
-            conversation,
-            &said.customer_ref,
-            said.text,
-            said.asked_for_person,
-        )
-        .await?;
-    announce(state, &turn);
-    Ok((message, turn))
-}
-
-/// Publishes a turn's reply or handover.
-pub fn announce(state: &AppState, turn: &Turn) {
-    match &turn.outcome {
-        Outcome::Answered { reply } => publish_message(state, reply),
-        Outcome::HandedOver {
-            notice,
-            reason,
-            conversation,
-        } => {
-            publish_message(state, notice);
-            publish_handover(state, conversation, reason.as_str());
-        }
-        Outcome::Silent => {}
-    }
-}
-
-/// A retried message: the answer it got the first time, if any.
-async fn earlier_turn(state: &AppState, message: &Message) -> Result<Turn, ApiError> {
-    let (later, _) = state
-        .db
-        .list_messages(message.conversation_id, false, None, 50)
-        .await?;
-    let reply = later
-        .into_iter()
-        .find(|m| m.id > message.id && m.sender_kind != SenderKind::Customer);
-    let outcome = match reply {
-        Some(m) if m.sender_kind == SenderKind::Assistant => Outcome::Answered { reply: m },
-        _ => Outcome::Silent,
-    };
-    let (tokens, time) = match &outcome {
-        Outcome::Answered { reply } => (reply.reply.tokens_used, reply.reply.response_time_ms),
-        _ => (0, 0),
-    };
-    Ok(Turn {
-        outcome,
-        context: TurnContext::default(),
-        response_time_ms: time,
-        tokens_used: tokens,
-    })
+    let idempotency_key = conversations::idempotency_key(said.idempotency_key.as_deref())?;
+    let posted = conversations::post(
+        state.core(),
+        conversation,
+        Post {
+            idempotency_key,
+            customer_ref: Some(said.customer_ref),
+            asked_for_person: said.asked_for_person,
+            ..Post::text(
+                Author::Customer {
+                    user_id: said.sender_id,
+                },
+                said.text.to_owned(),
+            )
+        },
+        Answer::Required,
+    )
+    .await?;
+    let turn = posted.turn.unwrap_or_else(|| Turn {
+        outcome: crate::assistant::Outcome::Silent,
+        context: Default::default(),
+        response_time_ms: 0,
+        tokens_used: 0,
+    });
+    Ok((posted.message, turn))
 }
 
 /// The handling a turn left the conversation in.
 pub fn handling_after(conversation: &Conversation, turn: &Turn) -> Handling {
     match &turn.outcome {
-        Outcome::HandedOver { conversation, .. } => conversation.handling,
+        crate::assistant::Outcome::HandedOver { conversation, .. } => conversation.handling,
         _ => conversation.handling,
     }
+}
+
+/// What the customer reads back from a turn: the reply, the handover
+/// notice, or (a person has the conversation) that the message was passed
+/// on. Never nothing.
+pub fn reply_text<'a>(state: &'a AppState, turn: &'a Turn) -> &'a str {
+    turn.text()
+        .unwrap_or(state.assistant.config.passed_on_notice.as_str())
 }

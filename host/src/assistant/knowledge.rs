@@ -337,6 +337,27 @@ impl Assistant {
         Ok(rebuilt)
     }
 
+    /// Whether both indexes are open and hold the database's generation
+    /// (a lagging index is caught up within `SYNC_EVERY`; one that stays
+    /// behind cannot be written or read). `false` without a search.
+    pub async fn index_healthy(&self) -> Result<bool, AssistantError> {
+        let Some(search) = &self.search else {
+            return Ok(false);
+        };
+        for corpus in [KNOWLEDGE, FAQ] {
+            let generation = self.db.search_generation(corpus).await?;
+            let target = if corpus == KNOWLEDGE {
+                &search.knowledge
+            } else {
+                &search.faq
+            };
+            if target.generation().unwrap_or(0) < generation {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Reads one corpus from the database into the search: answers the
     /// entries loaded, the vectors made and whether the index was rebuilt.
     async fn load(&self, corpus: &'static str) -> Result<(usize, usize, usize), AssistantError> {

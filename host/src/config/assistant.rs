@@ -33,6 +33,11 @@ pub struct AssistantConfig {
     pub handover_phrases: Vec<String>,
     /// Instructions given to the provider before what it knows of the customer.
     pub system_prompt: String,
+    /// What the customer is told when a person takes over.
+    pub handover_notice: String,
+    /// What the customer is told when a person has the conversation and
+    /// their message was passed on (not stored: 002 and 003 answer it).
+    pub passed_on_notice: String,
     /// Keyword rules naming the customer's intent when the provider does not.
     pub intents: Vec<IntentRule>,
 }
@@ -61,8 +66,14 @@ pub struct RawAssistant {
     pub short_term_ttl_secs: u64,
     pub handover_phrases: Vec<String>,
     pub system_prompt: String,
+    pub handover_notice: String,
+    pub passed_on_notice: String,
     pub intents: Option<Vec<IntentRule>>,
 }
+
+pub const DEFAULT_HANDOVER_NOTICE: &str = "Connecting you with a human agent...";
+pub const DEFAULT_PASSED_ON_NOTICE: &str =
+    "Thanks, your message has been passed on to our team; an agent will reply here.";
 
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are the customer support assistant of this company. Answer only from the passages provided, cite them, and say so when they do not answer the question.";
 
@@ -93,6 +104,8 @@ impl Default for RawAssistant {
             .map(str::to_owned)
             .to_vec(),
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            handover_notice: DEFAULT_HANDOVER_NOTICE.into(),
+            passed_on_notice: DEFAULT_PASSED_ON_NOTICE.into(),
             intents: None,
         }
     }
@@ -241,6 +254,14 @@ impl RawAssistant {
                 "expected a number greater than 0".into(),
             ));
         }
+        for (key, text) in [
+            ("assistant.handover_notice", &self.handover_notice),
+            ("assistant.passed_on_notice", &self.passed_on_notice),
+        ] {
+            if text.trim().is_empty() || text.chars().count() > 1000 {
+                return Err(invalid(key, "expected 1 to 1000 characters".into()));
+            }
+        }
         let intents = self.intents.unwrap_or_else(default_intents);
         for (i, rule) in intents.iter().enumerate() {
             if rule.name.trim().is_empty() || rule.keywords.iter().all(|k| k.trim().is_empty()) {
@@ -271,6 +292,8 @@ impl RawAssistant {
                 .filter(|p| !p.is_empty())
                 .collect(),
             system_prompt: self.system_prompt,
+            handover_notice: self.handover_notice,
+            passed_on_notice: self.passed_on_notice,
             intents: intents
                 .into_iter()
                 .map(|r| IntentRule {

@@ -123,17 +123,88 @@ impl SenderKind {
     }
 }
 
+/// How a conversation reaches its customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The web chat and the REST dialects used by a logged-in customer.
+    Web,
+    Whatsapp,
+    Email,
+    /// Another system, through an API key (003 `userId`, 004 webhooks).
+    Api,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Web => "web",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Email => "email",
+            Channel::Api => "api",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "web" => Some(Channel::Web),
+            "whatsapp" => Some(Channel::Whatsapp),
+            "email" => Some(Channel::Email),
+            "api" => Some(Channel::Api),
+            _ => None,
+        }
+    }
+}
+
+/// Where a channel message is on its way to the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    Pending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Pending => "pending",
+            Delivery::Sent => "sent",
+            Delivery::Delivered => "delivered",
+            Delivery::Read => "read",
+            Delivery::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Delivery::Pending),
+            "sent" => Some(Delivery::Sent),
+            "delivered" => Some(Delivery::Delivered),
+            "read" => Some(Delivery::Read),
+            "failed" => Some(Delivery::Failed),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
     pub id: i64,
     pub org_id: i64,
-    pub customer_id: i64,
+    /// The login customer, if any: a ticket another system opened, or a
+    /// contact that never logged in, has none.
+    pub customer_id: Option<i64>,
+    /// The contact the conversation is with.
+    pub contact_id: Option<i64>,
     pub agent_id: Option<i64>,
     pub status: ConversationStatus,
     pub subject: Option<String>,
     pub priority: Priority,
     pub tags: Vec<String>,
-    pub channel: String,
+    pub channel: Channel,
+    /// The `[[plugins]]` entry a channel conversation came through.
+    pub channel_entry: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -194,7 +265,7 @@ impl Conversation {
             return false;
         }
         match (p.role, p.kind) {
-            (Role::Customer, PrincipalKind::User(id)) => id == self.customer_id,
+            (Role::Customer, PrincipalKind::User(id)) => Some(id) == self.customer_id,
             (Role::Customer, PrincipalKind::ApiKey(_)) => false,
             (Role::Admin | Role::Agent | Role::Service, _) => true,
         }
@@ -204,11 +275,14 @@ impl Conversation {
 #[derive(Debug, Clone)]
 pub struct NewConversation {
     pub org_id: i64,
-    pub customer_id: i64,
+    pub customer_id: Option<i64>,
+    /// Filled in by the service from the customer when not given.
+    pub contact_id: Option<i64>,
     pub subject: Option<String>,
     pub priority: Priority,
     pub tags: Vec<String>,
-    pub channel: String,
+    pub channel: Channel,
+    pub channel_entry: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +299,27 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     /// For assistant replies: what they were based on and cost.
     pub reply: ReplyMeta,
+    /// What a channel message carries (empty for the web).
+    pub channel: ChannelMeta,
+    /// Where a channel message is on its way (`None` off channels).
+    pub delivery: Option<Delivery>,
+    pub delivery_error: Option<String>,
+}
+
+/// A message's channel details.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelMeta {
+    /// The `[[plugins]]` entry it came or goes through.
+    pub entry: Option<String>,
+    /// The provider's id for it (unique per entry: dedupes redeliveries and
+    /// matches delivery reports).
+    pub provider_message_id: Option<String>,
+    /// The message this one answers.
+    pub reply_to_id: Option<i64>,
+    /// An email's subject.
+    pub subject: Option<String>,
+    /// An email's HTML body (the plain text is `content`).
+    pub html: Option<String>,
 }
 
 /// What an assistant reply was based on: the passage ids it cites, the
@@ -250,6 +345,9 @@ pub struct NewMessage {
     /// For assistant replies: the conversation's new 003 context (JSON),
     /// written in the same transaction.
     pub context: Option<String>,
+    pub channel: ChannelMeta,
+    /// `pending` for a message a channel must still send.
+    pub delivery: Option<Delivery>,
 }
 
 /// A stored file, sent with a message or uploaded on its own.
@@ -339,13 +437,15 @@ mod tests {
         Conversation {
             id: 1,
             org_id: 7,
-            customer_id: 10,
+            customer_id: Some(10),
+            contact_id: None,
             agent_id: None,
             status: ConversationStatus::Active,
             subject: None,
             priority: Priority::Medium,
             tags: Vec::new(),
-            channel: "web".into(),
+            channel: Channel::Web,
+            channel_entry: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             ended_at: None,

@@ -41,7 +41,8 @@ pub struct Ticket {
     pub id: i64,
     pub org_id: i64,
     pub conversation_id: i64,
-    pub customer_id: i64,
+    /// `None` for a ticket another system opened without a customer.
+    pub customer_id: Option<i64>,
     pub title: String,
     pub description: String,
     pub status: TicketStatus,
@@ -58,7 +59,7 @@ impl Ticket {
             return false;
         }
         match (p.role, p.kind) {
-            (Role::Customer, PrincipalKind::User(id)) => id == self.customer_id,
+            (Role::Customer, PrincipalKind::User(id)) => Some(id) == self.customer_id,
             (Role::Customer, PrincipalKind::ApiKey(_)) => false,
             (Role::Admin | Role::Agent | Role::Service, _) => true,
         }
@@ -70,7 +71,9 @@ pub struct NewTicket {
     pub org_id: i64,
     /// The chat it comes from; `None` opens a conversation for it.
     pub conversation_id: Option<i64>,
-    pub customer_id: i64,
+    pub customer_id: Option<i64>,
+    /// The contact of the conversation opened for it.
+    pub contact_id: Option<i64>,
     pub title: String,
     pub description: String,
     pub priority: Priority,

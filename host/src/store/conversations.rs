@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 
 use super::{Db, StoreError, on_db};
 use crate::domain::conversation::{
-    Attachment, Conversation, ConversationStatus, Handling, Message, NewConversation, NewMessage,
-    Priority, ReplyMeta, SenderKind,
+    Attachment, Channel, ChannelMeta, Conversation, ConversationStatus, Delivery, Handling,
+    Message, NewConversation, NewMessage, Priority, ReplyMeta, SenderKind,
 };
 
 /// A file to record: its bytes are already on disk under `sha256`.
@@ -64,13 +64,15 @@ const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (org_id, conversation_i
 pub(super) struct ConversationRow {
     id: i64,
     org_id: i64,
-    customer_id: i64,
+    customer_id: Option<i64>,
+    contact_id: Option<i64>,
     agent_id: Option<i64>,
     status: String,
     subject: Option<String>,
     priority: String,
     tags: String,
     channel: String,
+    channel_entry: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
@@ -86,13 +88,15 @@ impl From<ConversationRow> for Conversation {
             id: r.id,
             org_id: r.org_id,
             customer_id: r.customer_id,
+            contact_id: r.contact_id,
             agent_id: r.agent_id,
             // CHECK constraints admit only these words.
             status: ConversationStatus::parse(&r.status).unwrap_or(ConversationStatus::Closed),
             subject: r.subject,
             priority: Priority::parse(&r.priority).unwrap_or(Priority::Medium),
             tags: serde_json::from_str(&r.tags).unwrap_or_default(),
-            channel: r.channel,
+            channel: Channel::parse(&r.channel).unwrap_or(Channel::Web),
+            channel_entry: r.channel_entry,
             created_at: r.created_at,
             updated_at: r.updated_at,
             ended_at: r.ended_at,
@@ -105,7 +109,7 @@ impl From<ConversationRow> for Conversation {
     }
 }
 
-pub(super) const CONVERSATION_COLUMNS: &str = "id, org_id, customer_id, agent_id, status, subject, priority, tags, channel, created_at, updated_at, ended_at, handling, external_id, context, history_from";
+pub(super) const CONVERSATION_COLUMNS: &str = "id, org_id, customer_id, contact_id, agent_id, status, subject, priority, tags, channel, channel_entry, created_at, updated_at, ended_at, handling, external_id, context, history_from";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct MessageRow {
@@ -122,6 +126,13 @@ pub(super) struct MessageRow {
     sources: String,
     tokens_used: i64,
     response_time_ms: i64,
+    channel_entry: Option<String>,
+    provider_message_id: Option<String>,
+    delivery: Option<String>,
+    delivery_error: Option<String>,
+    reply_to_id: Option<i64>,
+    subject: Option<String>,
+    html: Option<String>,
 }
 
 impl From<MessageRow> for Message {
@@ -142,11 +153,20 @@ impl From<MessageRow> for Message {
                 tokens_used: r.tokens_used,
                 response_time_ms: r.response_time_ms,
             },
+            channel: ChannelMeta {
+                entry: r.channel_entry,
+                provider_message_id: r.provider_message_id,
+                reply_to_id: r.reply_to_id,
+                subject: r.subject,
+                html: r.html,
+            },
+            delivery: r.delivery.as_deref().and_then(Delivery::parse),
+            delivery_error: r.delivery_error,
         }
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at, sources, tokens_used, response_time_ms";
+const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, delivery_error, reply_to_id, subject, html";
 
 /// Which conversations a listing shows.
 #[derive(Debug, Clone, Default)]
@@ -177,8 +197,8 @@ macro_rules! message_tx {
         let files: &[NewAttachment] = $files;
         let now = Utc::now();
         let inserted: Option<MessageRow> = sqlx::query_as(&format!(
-            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at, sources, tokens_used, response_time_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, reply_to_id, subject, html) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {MESSAGE_COLUMNS}"
         ))
@@ -193,6 +213,12 @@ macro_rules! message_tx {
         .bind(serde_json::to_string(&new.reply.sources).unwrap_or_else(|_| "[]".into()))
         .bind(new.reply.tokens_used)
         .bind(new.reply.response_time_ms)
+        .bind(&new.channel.entry)
+        .bind(&new.channel.provider_message_id)
+        .bind(new.delivery.map(|d| d.as_str()))
+        .bind(new.channel.reply_to_id)
+        .bind(&new.channel.subject)
+        .bind(&new.channel.html)
         .fetch_optional(&mut *$tx)
         .await?;
         let result: Result<Inserted, sqlx::Error> = match inserted {
@@ -306,8 +332,8 @@ impl Db {
         let now = Utc::now();
         let tags = serde_json::to_string(&new.tags).unwrap_or_else(|_| "[]".into());
         let sql = format!(
-            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at) \
-             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7) RETURNING {CONVERSATION_COLUMNS}"
+            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, contact_id, channel_entry) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $7, $8, $9) RETURNING {CONVERSATION_COLUMNS}"
         );
         let _turn = self.write_turn().await;
         let row: ConversationRow = on_db!(self, pool => {
@@ -317,8 +343,10 @@ impl Db {
                 .bind(&new.subject)
                 .bind(new.priority.as_str())
                 .bind(&tags)
-                .bind(&new.channel)
+                .bind(new.channel.as_str())
                 .bind(now)
+                .bind(new.contact_id)
+                .bind(&new.channel_entry)
                 .fetch_one(pool)
                 .await
         })?;

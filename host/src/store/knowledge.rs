@@ -616,8 +616,8 @@ impl Db {
     ) -> Result<Conversation, StoreError> {
         let now = Utc::now();
         let sql = format!(
-            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, external_id) \
-             VALUES ($1, $2, 'active', $3, $4, '[]', $5, $6, $6, $7) \
+            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, external_id, contact_id, channel_entry) \
+             VALUES ($1, $2, 'active', $3, $4, '[]', $5, $6, $6, $7, $8, $9) \
              ON CONFLICT (org_id, external_id) WHERE external_id IS NOT NULL DO NOTHING \
              RETURNING {CONVERSATION_COLUMNS}"
         );
@@ -628,9 +628,11 @@ impl Db {
                 .bind(new.customer_id)
                 .bind(&new.subject)
                 .bind(new.priority.as_str())
-                .bind(&new.channel)
+                .bind(new.channel.as_str())
                 .bind(now)
                 .bind(external_id)
+                .bind(new.contact_id)
+                .bind(&new.channel_entry)
                 .fetch_optional(pool)
                 .await
         })?;
@@ -644,23 +646,28 @@ impl Db {
         }
     }
 
-    /// Moves a conversation to `handling`; `agent`, when given, becomes its
-    /// agent. `None` when it is gone.
-    pub async fn set_handling(
+    /// Moves a conversation to `to` if it is in one of the states `from`
+    /// (the handover state machine's guard); `agent`, when given, becomes
+    /// its agent. `None` when it is gone or was in another state.
+    pub async fn transition_handling(
         &self,
         id: i64,
-        handling: Handling,
+        from: &[Handling],
+        to: Handling,
         agent: Option<i64>,
     ) -> Result<Option<Conversation>, StoreError> {
+        // The states are fixed words from an enum, never client text.
+        let states: Vec<String> = from.iter().map(|h| format!("'{}'", h.as_str())).collect();
         let sql = format!(
             "UPDATE conversations SET handling = $2, agent_id = COALESCE($3, agent_id), updated_at = $4 \
-             WHERE id = $1 RETURNING {CONVERSATION_COLUMNS}"
+             WHERE id = $1 AND handling IN ({}) RETURNING {CONVERSATION_COLUMNS}",
+            states.join(", ")
         );
         let _turn = self.write_turn().await;
         let row: Option<ConversationRow> = on_db!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(id)
-                .bind(handling.as_str())
+                .bind(to.as_str())
                 .bind(agent)
                 .bind(Utc::now())
                 .fetch_optional(pool)
@@ -697,46 +704,5 @@ impl Db {
             .await?;
         messages.retain(|m| m.id > conversation.history_from);
         Ok(messages)
-    }
-
-    /// The customer a channel knows as `external_ref` (003 `userId` sent
-    /// with an API key), created on first sight as a user who cannot log in.
-    pub async fn contact(&self, org_id: i64, external_ref: &str) -> Result<i64, StoreError> {
-        let find = "SELECT id FROM users WHERE org_id = $1 AND external_ref = $2";
-        let existing: Option<i64> = on_db!(self, pool => {
-            sqlx::query_scalar(find).bind(org_id).bind(external_ref).fetch_optional(pool).await
-        })?;
-        if let Some(id) = existing {
-            return Ok(id);
-        }
-        let now = Utc::now();
-        // Emails are unique and required: a reserved domain that never
-        // receives mail, made unique by the organization and a digest.
-        let digest = {
-            use sha2::Digest;
-            hex::encode(&sha2::Sha256::digest(external_ref.as_bytes())[..10])
-        };
-        let email = format!("contact-{org_id}-{digest}@contacts.invalid");
-        let inserted: Option<i64> = on_db!(self, pool => {
-            sqlx::query_scalar(
-                "INSERT INTO users (org_id, username, email, full_name, password_hash, role, is_active, created_at, updated_at, external_ref) \
-                 VALUES ($1, NULL, $2, $3, '!', 'customer', TRUE, $4, $4, $5) \
-                 ON CONFLICT (org_id, external_ref) WHERE external_ref IS NOT NULL DO NOTHING RETURNING id",
-            )
-            .bind(org_id)
-            .bind(&email)
-            .bind(external_ref)
-            .bind(now)
-            .bind(external_ref)
-            .fetch_optional(pool)
-            .await
-        })?;
-        match inserted {
-            Some(id) => Ok(id),
-            None => on_db!(self, pool => {
-                sqlx::query_scalar(find).bind(org_id).bind(external_ref).fetch_one(pool).await
-            })
-            .map_err(StoreError::from),
-        }
     }
 }

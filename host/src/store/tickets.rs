@@ -11,7 +11,7 @@ struct TicketRow {
     id: i64,
     org_id: i64,
     conversation_id: i64,
-    customer_id: i64,
+    customer_id: Option<i64>,
     title: String,
     description: String,
     status: String,
@@ -80,14 +80,18 @@ impl Db {
                 Some(id) => id,
                 None => {
                     sqlx::query_scalar(
-                        "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at) \
-                         VALUES ($1, $2, 'active', $3, $4, '[]', 'ticket', $5, $5) RETURNING id",
+                        "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, contact_id) \
+                         VALUES ($1, $2, 'active', $3, $4, '[]', $6, $5, $5, $7) RETURNING id",
                     )
                     .bind(new.org_id)
                     .bind(new.customer_id)
                     .bind(&new.title)
                     .bind(new.priority.as_str())
                     .bind(now)
+                    // Another system's ticket without a customer is an api
+                    // conversation.
+                    .bind(if new.customer_id.is_some() { "web" } else { "api" })
+                    .bind(new.contact_id)
                     .fetch_one(&mut *tx)
                     .await?
                 }

@@ -11,8 +11,10 @@ use utoipa_axum::routes;
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields, MaybeAuth};
 use crate::api::openapi::{DetailError, ValidationErrorList};
-use crate::api::turns::{Said, handling_after, take_turn};
-use crate::domain::conversation::{Conversation, Message, NewConversation, Priority, SenderKind};
+use crate::api::turns::{Said, handling_after, reply_text, take_turn};
+use crate::domain::conversation::{
+    Channel, Conversation, Message, NewConversation, Priority, SenderKind,
+};
 use crate::domain::knowledge::Faq;
 use crate::domain::{FieldError, Principal};
 use crate::server::AppState;
@@ -42,9 +44,10 @@ pub struct ChatRequest {
 /// The assistant's answer.
 #[derive(Serialize, ToSchema)]
 pub struct ChatResponse {
-    /// The answer; the handover notice when a person takes over; `null`
-    /// while an agent has the conversation (the assistant stays silent).
-    response: Option<String>,
+    /// The answer; the handover notice when a person takes over; while a
+    /// person has the conversation, a notice that the message was passed
+    /// on (the assistant stays silent). Always a string.
+    response: String,
     conversation_id: i64,
     tokens_used: i64,
     /// Milliseconds.
@@ -57,7 +60,7 @@ pub struct ChatResponse {
 
 /// Sends a message to the assistant and answers with its reply. A
 /// customer's message in a conversation that a person has taken over is
-/// delivered to the agent; `response` is then `null`.
+/// delivered to the agent; `response` then says so.
 #[utoipa::path(
     post,
     path = "/api/v1/chat/chat",
@@ -111,17 +114,20 @@ async fn chat(
     let c = match conversation_id {
         Some(id) => visible(&state, &p, id).await?,
         None => {
-            state
-                .db
-                .create_conversation(&NewConversation {
+            crate::service::conversations::start(
+                state.core(),
+                NewConversation {
                     org_id: p.org_id,
-                    customer_id: user_id,
+                    customer_id: Some(user_id),
+                    contact_id: None,
                     subject: Some(title_from(&message)),
                     priority: Priority::Medium,
                     tags: Vec::new(),
-                    channel: "web".into(),
-                })
-                .await?
+                    channel: Channel::Web,
+                    channel_entry: None,
+                },
+            )
+            .await?
         }
     };
     let (_, turn) = take_turn(
@@ -137,7 +143,7 @@ async fn chat(
     )
     .await?;
     Ok(Json(ChatResponse {
-        response: turn.text().map(str::to_owned),
+        response: reply_text(&state, &turn).to_owned(),
         conversation_id: c.id,
         tokens_used: turn.tokens_used,
         response_time: turn.response_time_ms,
@@ -177,7 +183,8 @@ pub struct ConversationMessage {
     id: i64,
     conversation_id: i64,
     content: String,
-    /// `user` (the customer), `assistant`, `agent` or `system`.
+    /// `user` (the customer) or `assistant` (the assistant, its notices,
+    /// and the agents who answer in its place).
     role: &'static str,
     timestamp: String,
     tokens_used: i64,
@@ -195,7 +202,7 @@ impl ConversationMessage {
             content: m.content.clone(),
             role: match m.sender_kind {
                 SenderKind::Customer => "user",
-                other => other.as_str(),
+                _ => "assistant",
             },
             timestamp: time(m.created_at),
             tokens_used: m.reply.tokens_used,
@@ -223,7 +230,7 @@ impl ConversationView {
     fn of(c: &Conversation, messages: &[Message]) -> Self {
         ConversationView {
             id: c.id,
-            user_id: c.customer_id,
+            user_id: c.customer_id.unwrap_or_default(),
             title: c
                 .subject
                 .clone()
@@ -323,7 +330,7 @@ async fn conversation(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    let id = crate::api::chat::parse_id(&id, "Conversation")?;
+    let id = crate::api::common::parse_id(&id, "Conversation")?;
     let c = visible(&state, &p, id).await?;
     let (messages, _) = state.db.list_messages(c.id, false, None, 1000).await?;
     Ok(Json(ConversationView::of(&c, &messages)))

@@ -15,10 +15,10 @@ use super::{Customer, check_channel, customer, find_session, iso, session_for};
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::api::openapi::PlatformErrorBody;
-use crate::api::turns::{Said, check_text, handling_after, take_turn};
+use crate::api::turns::{Said, check_text, handling_after, reply_text, take_turn};
 use crate::assistant::Turn;
 use crate::domain::Principal;
-use crate::domain::conversation::{Conversation, SenderKind};
+use crate::domain::conversation::{Conversation, Message, SenderKind};
 use crate::server::AppState;
 
 /// Largest decoded audio clip.
@@ -47,7 +47,9 @@ pub struct ReplyView {
     text: String,
     /// The stored message's id.
     id: String,
-    /// `text`; `handover` for the notice that a person takes over.
+    /// `text`; `handover` for the notice that a person takes over;
+    /// `notice` for the note that a person has the conversation and the
+    /// message was passed on (its id is then `notice-<message id>`).
     #[serde(rename = "type")]
     kind: &'static str,
 }
@@ -67,8 +69,9 @@ pub struct MessageResponse {
     /// The transcription (audio messages only).
     #[serde(skip_serializing_if = "Option::is_none")]
     transcription: Option<String>,
-    /// The reply; `null` while a person has the conversation.
-    response: Option<ReplyView>,
+    /// The reply, the handover notice, or (a person has the conversation)
+    /// the note that the message was passed on.
+    response: ReplyView,
     session_id: String,
     context: TurnContextView,
     /// The passages the reply is based on (`kb-<id>`, `faq-<id>`).
@@ -80,23 +83,32 @@ pub struct MessageResponse {
 }
 
 pub(crate) fn response_of(
+    state: &AppState,
     c: &Conversation,
     session_id: String,
+    said: &Message,
     turn: &Turn,
     transcription: Option<String>,
 ) -> MessageResponse {
     let message = turn.message();
     MessageResponse {
         transcription,
-        response: message.map(|m| ReplyView {
-            text: m.content.clone(),
-            id: m.id.to_string(),
-            kind: if m.sender_kind == SenderKind::System {
-                "handover"
-            } else {
-                "text"
+        response: match message {
+            Some(m) => ReplyView {
+                text: m.content.clone(),
+                id: m.id.to_string(),
+                kind: if m.sender_kind == SenderKind::System {
+                    "handover"
+                } else {
+                    "text"
+                },
             },
-        }),
+            None => ReplyView {
+                text: reply_text(state, turn).to_owned(),
+                id: format!("notice-{}", said.id),
+                kind: "notice",
+            },
+        },
         session_id,
         context: TurnContextView {
             intent: turn.context.intent.clone(),
@@ -166,19 +178,26 @@ async fn turn(
     let who: Customer = customer(state, p, env.user_id.as_deref()).await?;
     let (c, session_id) =
         session_for(state, p, &who, env.session_id.as_deref(), &env.channel).await?;
-    let (_, turn) = take_turn(
+    let (said, turn) = take_turn(
         state,
         &c,
         Said {
             text,
-            sender_id: Some(who.user_id),
+            sender_id: who.user_id,
             idempotency_key: message_id,
             customer_ref: who.reference.clone(),
             asked_for_person: false,
         },
     )
     .await?;
-    Ok(response_of(&c, session_id, &turn, transcription))
+    Ok(response_of(
+        state,
+        &c,
+        session_id,
+        &said,
+        &turn,
+        transcription,
+    ))
 }
 
 /// Processes a customer's message through the assistant. `message.id`,
@@ -336,7 +355,8 @@ pub(crate) fn decode_audio(audio: &str, format: &str) -> Result<Vec<u8>, ApiErro
 /// One turn of the history.
 #[derive(Serialize, ToSchema)]
 pub struct HistoryItem {
-    /// `user`, `assistant`, `agent` or `system`.
+    /// `user` (the customer), `assistant` (the assistant and its notices)
+    /// or `agent`.
     role: &'static str,
     content: String,
 }
@@ -410,19 +430,20 @@ async fn context(
         .await?
         .ok_or_else(|| ApiError::not_found("Session not found"))?;
     let history = state.db.history(&c, 50).await?;
-    let user_id = c.customer_id.to_string();
+    let user_id = c.customer_id.map(|id| id.to_string()).unwrap_or_default();
     let last = history.last().map_or(c.updated_at, |m| m.created_at);
     Ok(Json(ContextResponse {
         session_id,
         user_id,
-        channel: c.channel.clone(),
+        channel: c.channel.as_str().to_owned(),
         context: SessionContext {
             conversation_history: history
                 .iter()
                 .map(|m| HistoryItem {
                     role: match m.sender_kind {
                         SenderKind::Customer => "user",
-                        other => other.as_str(),
+                        SenderKind::Agent => "agent",
+                        SenderKind::Assistant | SenderKind::System => "assistant",
                     },
                     content: m.content.clone(),
                 })
@@ -527,7 +548,8 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<ServiceHealt
     let word = |ok: bool| json!(if ok { "healthy" } else { "unhealthy" });
     let mut deps = Map::new();
     deps.insert("database".into(), word(database));
-    deps.insert("search_index".into(), word(true));
+    let index = state.assistant.index_healthy().await.unwrap_or(false);
+    deps.insert("search_index".into(), word(index));
     let provider = state.assistant.config.provider.clone();
     deps.insert(
         provider.clone().unwrap_or_else(|| "llm_provider".into()),

@@ -5,13 +5,14 @@
 //! when new. Frames are JSON objects with a `type`:
 //!
 //! - `text` → `typing_start`, the assistant's `message` (`sender: "ai"`),
-//!   `typing_stop`; or `handover_initiated` when a person takes over; only
+//!   `typing_stop`; when a person takes over, the handover notice as a
+//!   `message` (`sender: "ai"`) and then `handover_initiated`; only
 //!   `typing_stop` while a person has the conversation.
 //! - `audio` → `transcription`, then as `text`.
-//! - `handover_request` → `handover_initiated`.
+//! - `handover_request` → the notice and `handover_initiated`.
 //! - `typing` → relayed to the session's agents.
 //!
-//! Agents' replies (sent through the chat API) arrive as `message` with
+//! Agents' replies (sent through any API) arrive as `message` with
 //! `sender: "agent"`, `agentId` and `agentName`; replies the assistant gave
 //! through another entry point arrive as `sender: "ai"`. A bad frame
 //! (malformed JSON, unknown type, missing field, too large) gets an
@@ -19,7 +20,10 @@
 //! limit ([`TRANSPORT_MAX`]) close it.
 //!
 //! Staff who connect without `sessionId` and `userId` receive their
-//! organization's `handover_requested` events instead.
+//! organization's handover events instead, each named by its transition:
+//! `handover_requested` (the assistant asks for a person),
+//! `handover_taken_over` (a person took it), `handover_handed_back` (the
+//! assistant answers again), `{"type", "data"}`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -36,15 +40,17 @@ use utoipa_axum::routes;
 
 use super::core::decode_audio;
 use super::{Customer, customer, session_for};
-use crate::api::chat::{PING_EVERY, SEND_TIMEOUT, relay, socket_principal};
+use crate::api::common::{PING_EVERY, SEND_TIMEOUT, relay, socket_principal};
 use crate::api::error::ApiError;
 use crate::api::extract::Auth;
-use crate::api::turns::{Said, announce, take_turn};
+use crate::api::turns::{Said, take_turn};
 use crate::assistant::{HandoverReason, Outcome};
 use crate::domain::Principal;
-use crate::domain::conversation::{Handling, validate_content};
-use crate::realtime::Topic;
+use crate::domain::conversation::{SenderKind, validate_content};
+use crate::events::{Event, Transition};
+use crate::realtime::{Audience, Delivery, Topic};
 use crate::server::AppState;
+use crate::service::conversations;
 
 /// Largest frame the transport accepts; a larger one closes the connection.
 pub const TRANSPORT_MAX: usize = 16 * 1024 * 1024;
@@ -100,6 +106,7 @@ async fn socket(
     let connection_id = format!("conn-{:032x}", rand::random::<u128>());
     if p.is_staff() && q.session_id.is_none() && q.user_id.is_none() {
         let events = state.bus.subscribe(Topic::Staff(p.org_id));
+
         let hello = established(
             &connection_id,
             &p.user_id().unwrap_or_default().to_string(),
@@ -110,7 +117,7 @@ async fn socket(
     let who = customer(&state, &p, q.user_id.as_deref()).await?;
     let (c, session_id) = session_for(&state, &p, &who, q.session_id.as_deref(), "web").await?;
     // Subscribe before answering, so no event between the two is lost.
-    let events = state.bus.subscribe(Topic::Chat(c.id));
+    let events = state.bus.subscribe(Topic::Conversation(c.id));
     let hello = established(&connection_id, &who.reference, Some(&session_id));
     let session = Session {
         state,
@@ -158,12 +165,42 @@ async fn send(socket: &mut WebSocket, event: &Value) -> bool {
 /// Staff: their organization's handover events, after the greeting.
 async fn staff_feed(
     mut socket: WebSocket,
-    events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
+    events: tokio::sync::broadcast::Receiver<std::sync::Arc<Delivery>>,
     hello: Value,
 ) {
     if send(&mut socket, &hello).await {
-        relay(socket, events).await;
+        relay(socket, events, Audience::StaffFeed, render_staff).await;
     }
+}
+
+/// A domain event as the staff feed shows it.
+fn render_staff(event: &Event) -> Option<String> {
+    let Event::HandoverChanged {
+        conversation: c,
+        transition,
+        reason,
+    } = event
+    else {
+        return None;
+    };
+    let kind = match transition {
+        Transition::Requested => "handover_requested",
+        Transition::TakenOver => "handover_taken_over",
+        Transition::HandedBack => "handover_handed_back",
+    };
+    Some(
+        json!({"type": kind, "data": {
+            "sessionId": c.id.to_string(),
+            "customerId": c.customer_id.map(|id| id.to_string()),
+            "contactId": c.contact_id.map(|id| id.to_string()),
+            "channel": c.channel.as_str(),
+            "status": c.handling.as_003(),
+            "agentId": c.agent_id.map(|id| id.to_string()),
+            "reason": reason,
+            "timestamp": now(),
+        }})
+        .to_string(),
+    )
 }
 
 struct Session {
@@ -172,7 +209,7 @@ struct Session {
     customer: Customer,
     conversation_id: i64,
     /// Messages this connection delivered itself (not relayed again).
-    own: HashSet<String>,
+    own: HashSet<i64>,
     agent_names: HashMap<String, String>,
 }
 
@@ -180,7 +217,7 @@ impl Session {
     async fn run(
         mut self,
         mut socket: WebSocket,
-        mut events: tokio::sync::broadcast::Receiver<crate::realtime::Frame>,
+        mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<Delivery>>,
         hello: Value,
     ) {
         metrics::gauge!("websocket_connections").increment(1.0);
@@ -202,8 +239,8 @@ impl Session {
                         Some(Ok(_)) => last_seen = Instant::now(),
                     },
                     event = events.recv() => match event {
-                        Ok(frame) => {
-                            if let Some(out) = self.relayed(&frame).await
+                        Ok(delivery) => {
+                            if let Some(out) = self.relayed(&delivery.event).await
                                 && !send(&mut socket, &out).await
                             {
                                 break;
@@ -281,14 +318,9 @@ impl Session {
             "handover_request" => self.handover(socket).await,
             "typing" => {
                 let is_typing = frame.get("isTyping").and_then(Value::as_bool).unwrap_or(true);
-                self.state.bus.publish(
-                    Topic::Chat(self.conversation_id),
-                    &json!({"type": "typing", "data": {
-                        "userId": self.customer.user_id.to_string(),
-                        "isTyping": is_typing,
-                        "timestamp": now(),
-                    }}),
-                );
+                if let Ok(Some(c)) = self.state.db.conversation(self.conversation_id).await {
+                    conversations::typing(self.state.core(), &c, self.customer.reference.clone(), is_typing);
+                }
                 true
             }
             other => send(socket, &error_event("unknown_type", format!("unknown frame type {other:?}: expected text, audio, handover_request or typing"))).await,
@@ -311,7 +343,7 @@ impl Session {
                 &c,
                 Said {
                     text,
-                    sender_id: Some(self.customer.user_id),
+                    sender_id: self.customer.user_id,
                     idempotency_key: id,
                     customer_ref: self.customer.reference.clone(),
                     asked_for_person: false,
@@ -320,34 +352,30 @@ impl Session {
             .await
         }
         .await;
-        let reply = match result {
+        let replies = match result {
             Ok((customer_message, turn)) => {
-                self.own.insert(customer_message.id.to_string());
+                self.own.insert(customer_message.id);
                 match &turn.outcome {
                     Outcome::Answered { reply } => {
-                        self.own.insert(reply.id.to_string());
-                        Some(json!({
-                            "type": "message",
-                            "text": reply.content,
-                            "messageId": reply.id.to_string(),
-                            "timestamp": super::iso(reply.created_at),
-                            "sender": "ai",
-                            "sources": reply.reply.sources,
-                        }))
+                        self.own.insert(reply.id);
+                        vec![ai_message(reply)]
                     }
                     Outcome::HandedOver { notice, reason, .. } => {
-                        self.own.insert(notice.id.to_string());
-                        Some(handover_event(&notice.content, reason.as_str()))
+                        self.own.insert(notice.id);
+                        vec![
+                            ai_message(notice),
+                            handover_event(&notice.content, reason.as_str()),
+                        ]
                     }
-                    Outcome::Silent => None,
+                    Outcome::Silent => Vec::new(),
                 }
             }
-            Err(e) => Some(error_event(e.code.as_platform_str(), e.message.clone())),
+            Err(e) => vec![error_event(e.code.as_platform_str(), e.message.clone())],
         };
-        if let Some(reply) = reply
-            && !send(socket, &reply).await
-        {
-            return false;
+        for reply in replies {
+            if !send(socket, &reply).await {
+                return false;
+            }
         }
         send(socket, &json!({"type": "typing_stop", "timestamp": now()})).await
     }
@@ -415,90 +443,62 @@ impl Session {
                 .conversation(self.conversation_id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("The session was deleted"))?;
-            if c.handling != Handling::Ai {
-                return Ok(None);
-            }
-            let outcome = self
-                .state
-                .assistant
-                .hand_over(&c, HandoverReason::Requested, Instant::now())
-                .await?;
-            let turn = crate::assistant::Turn {
-                outcome,
-                context: Default::default(),
-                response_time_ms: 0,
-                tokens_used: 0,
-            };
-            announce(&self.state, &turn);
-            Ok::<_, ApiError>(turn.message().cloned())
+            Ok::<_, ApiError>(conversations::request_person(self.state.core(), &c).await?)
         }
         .await;
-        let event = match result {
+        let reason = HandoverReason::Requested.as_str();
+        let events = match result {
             Ok(Some(notice)) => {
-                self.own.insert(notice.id.to_string());
-                handover_event(&notice.content, HandoverReason::Requested.as_str())
+                self.own.insert(notice.id);
+                vec![ai_message(&notice), handover_event(&notice.content, reason)]
             }
-            Ok(None) => handover_event(
+            Ok(None) => vec![handover_event(
                 "A member of our team has been asked to join; they will reply here.",
-                HandoverReason::Requested.as_str(),
-            ),
-            Err(e) => error_event(e.code.as_platform_str(), e.message.clone()),
+                reason,
+            )],
+            Err(e) => vec![error_event(e.code.as_platform_str(), e.message.clone())],
         };
-        send(socket, &event).await
+        for event in events {
+            if !send(socket, &event).await {
+                return false;
+            }
+        }
+        true
     }
 
-    /// What a bus event becomes for this customer, if anything.
-    async fn relayed(&mut self, frame: &str) -> Option<Value> {
-        let event: Value = serde_json::from_str(frame).ok()?;
-        let data = event.get("data")?;
-        match event.get("type")?.as_str()? {
-            "message" => {
-                let id = data.get("id")?.as_str()?.to_owned();
-                if self.own.remove(&id) {
+    /// What a domain event becomes for this customer, if anything: others'
+    /// public messages (agents', and the assistant's from other entry
+    /// points), and agents typing.
+    async fn relayed(&mut self, event: &Event) -> Option<Value> {
+        match event {
+            Event::MessageCreated { message: m, .. } if !m.is_internal => {
+                if self.own.remove(&m.id) {
                     return None;
                 }
-                let text = data.get("content")?.as_str()?;
-                let timestamp = data
-                    .get("timestamp")
-                    .cloned()
-                    .unwrap_or_else(|| json!(now()));
-                match data.get("senderType")?.as_str()? {
-                    "agent" => {
-                        let agent_id = data
-                            .get("senderId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
+                match m.sender_kind {
+                    SenderKind::Agent => {
+                        let agent_id = m.sender_id.map(|id| id.to_string()).unwrap_or_default();
                         let agent_name = self.agent_name(&agent_id).await;
                         Some(json!({
                             "type": "message",
-                            "text": text,
-                            "messageId": id,
+                            "text": m.content,
+                            "messageId": m.id.to_string(),
                             "agentId": agent_id,
                             "agentName": agent_name,
-                            "timestamp": timestamp,
+                            "timestamp": super::iso(m.created_at),
                             "sender": "agent",
                         }))
                     }
-                    "assistant" => Some(json!({
-                        "type": "message",
-                        "text": text,
-                        "messageId": id,
-                        "timestamp": timestamp,
-                        "sender": "ai",
-                        "sources": data.get("sources").cloned().unwrap_or_else(|| json!([])),
-                    })),
-                    _ => None,
+                    SenderKind::Assistant | SenderKind::System => Some(ai_message(m)),
+                    SenderKind::Customer => None,
                 }
             }
-            "typing" => {
-                let from = data.get("userId")?.as_str()?;
-                if from == self.customer.user_id.to_string() {
+            Event::Typing { who, is_typing, .. } => {
+                if *who == self.customer.reference {
                     return None;
                 }
-                let typing = data.get("isTyping")?.as_bool()?;
                 Some(json!({
-                    "type": if typing { "typing_start" } else { "typing_stop" },
+                    "type": if *is_typing { "typing_start" } else { "typing_stop" },
                     "sender": "agent",
                     "timestamp": now(),
                 }))
@@ -526,6 +526,18 @@ impl Session {
         self.agent_names.insert(agent_id.to_owned(), name.clone());
         name
     }
+}
+
+/// The assistant's reply, or its notice, as a `message` frame.
+fn ai_message(m: &crate::domain::conversation::Message) -> Value {
+    json!({
+        "type": "message",
+        "text": m.content,
+        "messageId": m.id.to_string(),
+        "timestamp": super::iso(m.created_at),
+        "sender": "ai",
+        "sources": m.reply.sources,
+    })
 }
 
 fn handover_event(message: &str, reason: &str) -> Value {

@@ -1,0 +1,354 @@
+//! 000/001 files: multipart and base64 uploads, 000's upload and delete,
+//! 001's downloads.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::common::parse_id;
+use crate::api::error::ApiError;
+use crate::api::extract::Auth;
+use crate::domain::conversation::{Attachment, Conversation, FILE_MAX_BYTES, FILES_PER_MESSAGE};
+use crate::domain::{FieldError, Principal};
+use crate::server::AppState;
+use crate::service::conversations::{self, Upload};
+use crate::service::policy;
+
+use super::*;
+
+/// The largest upload body: ten files of 5 MB and the form around them.
+pub const UPLOAD_MAX_BYTES: usize = FILES_PER_MESSAGE * FILE_MAX_BYTES + 1024 * 1024;
+
+/// The largest body of 000's message send: ten files in base64.
+pub const BASE64_MAX_BYTES: usize = FILES_PER_MESSAGE * (FILE_MAX_BYTES / 3 * 4 + 4) + 1024 * 1024;
+
+pub(super) fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+pub(super) fn too_large(message: impl Into<String>) -> ApiError {
+    ApiError::new(crate::api::error::ErrorCode::PayloadTooLarge, message)
+}
+
+/// A file name fit to show: the last path segment, no control characters,
+/// at most 255 characters.
+pub(super) fn clean_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
+    if cleaned.trim().is_empty() || cleaned == "." || cleaned == ".." {
+        "file".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Reads a multipart form: its text fields, and its files, each refused as
+/// soon as it passes 5 MB (so a huge body is never buffered), at most ten.
+pub(super) async fn read_multipart(
+    request: axum::extract::Request,
+    state: &AppState,
+) -> Result<(std::collections::HashMap<String, String>, Vec<Upload>), ApiError> {
+    use axum::extract::FromRequest as _;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > UPLOAD_MAX_BYTES) {
+        return Err(too_large(format!(
+            "At most {FILES_PER_MESSAGE} files of {} MB each",
+            FILE_MAX_BYTES >> 20
+        )));
+    }
+    let mut form = axum::extract::Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::validation(format!("Invalid multipart body: {}", e.body_text())))?;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            too_large("The request body is too large")
+        } else {
+            ApiError::validation(format!("Invalid multipart body: {}", e.body_text()))
+        }
+    };
+    let mut fields = std::collections::HashMap::new();
+    let mut uploads = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if let Some(file_name) = field.file_name().map(clean_name) {
+            if uploads.len() == FILES_PER_MESSAGE {
+                return Err(ApiError::invalid_fields(vec![FieldError::new(
+                    "attachments",
+                    format!("at most {FILES_PER_MESSAGE} files per message"),
+                    "value_error.list.max_items",
+                )]));
+            }
+            let declared_type = field.content_type().map(str::to_owned);
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                if bytes.len() + chunk.len() > FILE_MAX_BYTES {
+                    return Err(too_large(format!(
+                        "{file_name:?} is larger than {} MB",
+                        FILE_MAX_BYTES >> 20
+                    )));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            uploads.push(Upload {
+                file_name,
+                declared_type,
+                bytes,
+            });
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                if text.len() + chunk.len() > 64 * 1024 {
+                    return Err(ApiError::validation(format!("Field {name:?} is too long")));
+                }
+                text.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(text)
+                .map_err(|_| ApiError::validation(format!("Field {name:?} is not UTF-8 text")))?;
+            fields.insert(name, text);
+        }
+    }
+    Ok((fields, uploads))
+}
+
+/// 000's answer to an upload: the file, in both documents' words.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedFile {
+    id: String,
+    file_url: String,
+    file_name: String,
+    file_type: String,
+    url: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    size: i64,
+}
+
+/// Uploads a file into a session (000), optionally for one of its
+/// messages. Multipart: `file`, `sessionId`, `messageId`.
+#[utoipa::path(
+    post,
+    path = "/api/chat/files",
+    tag = "chat",
+    request_body(content_type = "multipart/form-data", content = serde_json::Value, description = "`file`, `sessionId`, `messageId`?"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The stored file", body = UploadedFile),
+        (status = 400, description = "No file, a type its bytes contradict, or a bad id", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such session or message (or not yours)", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Larger than 5 MB", body = crate::api::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn upload_file(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Json<UploadedFile>, ApiError> {
+    if !is_multipart(&headers) {
+        return Err(ApiError::validation(
+            "Expected a multipart/form-data body with a file",
+        ));
+    }
+    let (fields, mut uploads) = read_multipart(request, &state).await?;
+    let mut errors = Vec::new();
+    let session = fields.get("sessionId").map(|s| s.trim().to_owned());
+    if session.is_none() {
+        errors.push(FieldError::missing("sessionId"));
+    }
+    if uploads.len() != 1 {
+        errors.push(FieldError::new(
+            "file",
+            "exactly one file is expected",
+            "value_error",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(errors));
+    }
+    let c = visible_session(&state, &p, session.as_deref().unwrap_or_default()).await?;
+    let message_id = match fields
+        .get("messageId")
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+    {
+        None => None,
+        Some(m) => {
+            let id = parse_id(m, "Message")?;
+            let (messages, _) = state
+                .db
+                .list_messages(c.id, policy::may_see_internal(&p), Some(id + 1), 1)
+                .await?;
+            if messages.first().is_none_or(|msg| msg.id != id) {
+                return Err(ApiError::not_found("Message not found"));
+            }
+            if state.db.attachments_of(&[id]).await?.len() >= FILES_PER_MESSAGE {
+                return Err(ApiError::invalid_fields(vec![FieldError::new(
+                    "file",
+                    format!("at most {FILES_PER_MESSAGE} files per message"),
+                    "value_error.list.max_items",
+                )]));
+            }
+            Some(id)
+        }
+    };
+    let upload = uploads
+        .pop()
+        .ok_or_else(|| ApiError::validation("file is required"))?;
+    let file = conversations::store_file(state.core(), upload).await?;
+    let a = state
+        .db
+        .insert_attachment(c.org_id, c.id, message_id, p.user_id(), &file)
+        .await?;
+    let v = AttachmentView::of(&a);
+    Ok(Json(UploadedFile {
+        id: v.id,
+        file_url: v.file_url,
+        file_name: v.file_name,
+        file_type: v.file_type,
+        url: v.url,
+        name: v.name,
+        kind: v.kind,
+        size: v.size,
+    }))
+}
+
+/// The attachment `id` if `p` may see its session.
+pub(super) async fn visible_file(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<(Attachment, Conversation), ApiError> {
+    let not_found = || ApiError::not_found("Attachment not found");
+    let id = parse_id(id, "Attachment")?;
+    let a = state.db.attachment(id).await?.ok_or_else(not_found)?;
+    let c = state
+        .db
+        .conversation(a.conversation_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !c.visible_to(p) {
+        return Err(not_found());
+    }
+    Ok((a, c))
+}
+
+/// Deletes a file (000): its uploader's, or any in the organization for
+/// staff. The bytes go with the last row that uses them.
+#[utoipa::path(
+    delete,
+    path = "/api/chat/files/{fileId}",
+    tag = "chat",
+    params(("fileId" = String, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = Success),
+        (status = 403, description = "Not the uploader", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such file (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn delete_file(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Success>, ApiError> {
+    let (a, _) = visible_file(&state, &p, &id).await?;
+    if !policy::may_delete_file(&p, a.uploader_id) {
+        return Err(ApiError::forbidden(
+            "Only the uploader or staff may delete this file",
+        ));
+    }
+    state.db.delete_attachment(a.id).await?;
+    state.files.release(&state.db, &[a.sha256]).await;
+    Ok(Json(Success { success: true }))
+}
+
+/// Downloads a file (001), with its checked type. HTML, SVG and XML are
+/// always downloads, never shown inline.
+#[utoipa::path(
+    get,
+    path = "/api/chat/attachments/{attachmentId}",
+    tag = "chat",
+    params(("attachmentId" = String, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 404, description = "No such file (or not yours)", body = crate::api::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn download(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse as _;
+    let (a, _) = visible_file(&state, &p, &id).await?;
+    let bytes = tokio::fs::read(state.files.path(&a.sha256))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, attachment = a.id, "an attachment's file is missing");
+            ApiError::not_found("Attachment not found")
+        })?;
+    let disposition = if crate::files::is_active_type(&a.content_type) {
+        "attachment"
+    } else {
+        "inline"
+    };
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&a.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(disposition, &a.file_name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    Ok(response)
+}
+
+/// RFC 6266: an ASCII fallback name and the UTF-8 name (RFC 5987).
+pub(super) fn content_disposition(kind: &str, name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
