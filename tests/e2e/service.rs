@@ -145,6 +145,10 @@ async fn openapi_describes_every_endpoint() {
         ("/api/gateway/faqs/{id}", "delete"),
         ("/api/gateway/conversations/{id}/takeover", "post"),
         ("/api/gateway/conversations/{id}/handback", "post"),
+        ("/api/gateway/contacts", "get"),
+        ("/api/gateway/contacts", "post"),
+        ("/api/gateway/contacts/{id}", "get"),
+        ("/api/gateway/contacts/{id}/merge", "post"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

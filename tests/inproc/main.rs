@@ -436,3 +436,77 @@ async fn the_search_index_status_is_real() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn channel_messages_dedupe_and_delivery_reports_only_move_forward() {
+    use gateway::domain::conversation::{ChannelMeta, Delivery};
+    use gateway::service::conversations::{self, Answer, Author, Post};
+    let app = App::start("").await;
+    let alice = app.customer("alice").await;
+    let (_, session) = app
+        .call(
+            Method::POST,
+            "/api/chat/sessions",
+            Some(&alice),
+            &[],
+            Some(json!({})),
+        )
+        .await;
+    let id: i64 = session["id"].as_str().expect("id").parse().expect("id");
+    let c = app.state.db.conversation(id).await.expect("db").expect("c");
+    let mut events = app.state.bus.subscribe(Topic::Conversation(id));
+    let reply = || Post {
+        channel: ChannelMeta {
+            entry: Some("whatsapp".into()),
+            provider_message_id: Some("wamid.HBgL1".into()),
+            ..Default::default()
+        },
+        delivery: Some(Delivery::Pending),
+        ..Post::text(Author::Staff { user_id: None }, "On its way".into())
+    };
+    let first = conversations::post(app.state.core(), &c, reply(), Answer::BestEffort)
+        .await
+        .expect("post");
+    let again = conversations::post(app.state.core(), &c, reply(), Answer::BestEffort)
+        .await
+        .expect("redelivery");
+    assert!(first.created && !again.created);
+    assert_eq!(first.message.id, again.message.id);
+    assert_eq!(first.message.delivery, Some(Delivery::Pending));
+    drain(&mut events);
+
+    let report = |d, error| {
+        conversations::delivery_report(app.state.core(), "whatsapp", "wamid.HBgL1", d, error)
+    };
+    let read = report(Delivery::Read, None)
+        .await
+        .expect("read")
+        .expect("moved");
+    assert_eq!(read.delivery, Some(Delivery::Read));
+    // Late or impossible reports change nothing and publish nothing.
+    assert!(
+        report(Delivery::Delivered, None)
+            .await
+            .expect("late")
+            .is_none()
+    );
+    assert!(
+        report(Delivery::Failed, Some("131047"))
+            .await
+            .expect("late")
+            .is_none()
+    );
+    assert!(
+        conversations::delivery_report(
+            app.state.core(),
+            "whatsapp",
+            "wamid.other",
+            Delivery::Sent,
+            None
+        )
+        .await
+        .expect("unknown")
+        .is_none()
+    );
+    assert_eq!(drain(&mut events), ["message.delivery"]);
+}

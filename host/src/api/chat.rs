@@ -6,6 +6,11 @@
 //! union of theirs (DESIGN.md), so either client family works unchanged.
 //! Ids are decimal strings; an id that is not a number, or that names
 //! something the caller may not see, answers 404.
+//!
+//! This file holds the views both documents share, the `/ws/chat` rendering
+//! of domain events and the router; the handlers live by resource in
+//! `sessions`, `messages`, `files` and `socket`. Every change goes through
+//! the conversation core (`crate::service`).
 
 use chrono::Utc;
 use serde::Serialize;
@@ -29,6 +34,7 @@ use crate::domain::Principal;
 use crate::domain::conversation::{Attachment, Conversation, Message};
 use crate::events::Event;
 use crate::server::AppState;
+
 pub fn router() -> OpenApiRouter<AppState> {
     // Routes that take files get a body limit of their own; each file is
     // still refused as soon as it passes 5 MB.

@@ -116,6 +116,35 @@ pub(crate) const PING_EVERY: std::time::Duration = std::time::Duration::from_sec
 /// Longest a send to one client may take before that client is dropped.
 pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A WebSocket handshake as handlers receive it (a rejection is answered in
+/// the dialect's shape by [`handshake`]).
+pub(crate) type Upgrade = Result<
+    axum::extract::WebSocketUpgrade,
+    axum::extract::ws::rejection::WebSocketUpgradeRejection,
+>;
+
+/// The upgrade, or a 400 when the request is not a WebSocket handshake.
+pub(crate) fn handshake(upgrade: Upgrade) -> Result<axum::extract::WebSocketUpgrade, ApiError> {
+    upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))
+}
+
+/// Answers a handshake with a socket that follows conversation
+/// `conversation_id`'s events as `audience` sees them. It subscribes before
+/// answering, so no event between the two is lost.
+pub(crate) fn follow(
+    state: &AppState,
+    upgrade: Upgrade,
+    conversation_id: i64,
+    audience: Audience,
+    render: impl Fn(&Event) -> Option<String> + Send + 'static,
+) -> Result<axum::response::Response, ApiError> {
+    let upgrade = handshake(upgrade)?;
+    let events = state
+        .bus
+        .subscribe(crate::realtime::Topic::Conversation(conversation_id));
+    Ok(upgrade.on_upgrade(move |socket| relay(socket, events, audience, render)))
+}
+
 /// The principal of a WebSocket handshake: `Authorization: Bearer` (checked
 /// by the middleware) or a `token` query parameter.
 pub(crate) fn socket_principal(

@@ -350,6 +350,28 @@ impl From<crate::auth::PasswordError> for ApiError {
     }
 }
 
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(err: crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError;
+        match err {
+            ServiceError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            ServiceError::Forbidden(why) => ApiError::forbidden(why),
+            ServiceError::Closed => {
+                ApiError::conflict("The conversation is closed and accepts no new messages")
+            }
+            ServiceError::Conflict(why) => ApiError::conflict(why),
+            ServiceError::Invalid(fields) => ApiError::invalid_fields(fields),
+            ServiceError::Rejected(why) => ApiError::validation(why),
+            ServiceError::Internal(what) => {
+                tracing::error!(what, "internal failure");
+                ApiError::internal()
+            }
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Assistant(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,27 +420,5 @@ mod tests {
         let body = err.body_in(Dialect::Platform, "r");
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert_eq!(body["error"]["resetAt"], "2023-11-14T22:13:20.000Z");
-    }
-}
-
-impl From<crate::service::ServiceError> for ApiError {
-    fn from(err: crate::service::ServiceError) -> Self {
-        use crate::service::ServiceError;
-        match err {
-            ServiceError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            ServiceError::Forbidden(why) => ApiError::forbidden(why),
-            ServiceError::Closed => {
-                ApiError::conflict("The conversation is closed and accepts no new messages")
-            }
-            ServiceError::Conflict(why) => ApiError::conflict(why),
-            ServiceError::Invalid(fields) => ApiError::invalid_fields(fields),
-            ServiceError::Rejected(why) => ApiError::validation(why),
-            ServiceError::Internal(what) => {
-                tracing::error!(what, "internal failure");
-                ApiError::internal()
-            }
-            ServiceError::Store(e) => e.into(),
-            ServiceError::Assistant(e) => e.into(),
-        }
     }
 }

@@ -207,7 +207,7 @@ pub(crate) fn check_channel(channel: &str) -> Result<(), ApiError> {
 
 /// Staff and API keys only.
 pub(crate) fn staff_only(p: &Principal) -> Result<(), ApiError> {
-    if p.is_staff() {
+    if crate::service::policy::is_staff(p) {
         Ok(())
     } else {
         Err(ApiError::forbidden(

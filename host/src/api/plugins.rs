@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body};
-use crate::domain::{Principal, Role};
+use crate::domain::Principal;
 use crate::plugins::{self, Entry, Plugin, PluginError};
 use crate::server::AppState;
 
@@ -74,7 +74,7 @@ pub struct PluginList {
 }
 
 fn require_operator(p: &Principal) -> Result<(), ApiError> {
-    if matches!(p.role, Role::Admin | Role::Service) {
+    if crate::service::policy::may_manage_plugins(p) {
         Ok(())
     } else {
         Err(ApiError::forbidden(

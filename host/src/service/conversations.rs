@@ -192,6 +192,9 @@ pub async fn contact_of_user(
     org_id: i64,
     user_id: i64,
 ) -> Result<i64, ServiceError> {
+    if let Some((id, merged_into)) = core.db.contact_of_user(user_id).await? {
+        return Ok(merged_into.unwrap_or(id));
+    }
     let identity = Identity::new(Channel::Web, &user_id.to_string());
     let details = match core.db.user_by_id(user_id).await? {
         Some(u) => ContactDetails {
@@ -236,6 +239,14 @@ pub async fn post(
         ));
     }
     let is_customer = matches!(post.author, Author::Customer { .. });
+    // A provider's id names the message once per entry: a redelivery is a
+    // retry, answered like a repeated Idempotency-Key.
+    let idempotency_key = post.idempotency_key.clone().or_else(|| {
+        post.channel
+            .provider_message_id
+            .as_ref()
+            .map(|id| format!("provider:{id}"))
+    });
     let customer_ref = post
         .customer_ref
         .clone()
@@ -251,7 +262,7 @@ pub async fn post(
                 sender_id: post.author.user_id(),
                 content: post.content.clone(),
                 is_internal: post.internal,
-                idempotency_key: post.idempotency_key.clone(),
+                idempotency_key,
                 reply: Default::default(),
                 context: None,
                 channel: post.channel.clone(),
@@ -539,6 +550,26 @@ pub async fn mark_read(
         });
     }
     Ok(marked)
+}
+
+/// A channel's delivery report for a message it sent (or received):
+/// recorded if it moves the message forward, and published
+/// (`message.delivery`). `None` for an unknown message or a stale report.
+pub async fn delivery_report(
+    core: Core<'_>,
+    entry: &str,
+    provider_message_id: &str,
+    delivery: Delivery,
+    error: Option<&str>,
+) -> Result<Option<Message>, ServiceError> {
+    let updated = core
+        .db
+        .set_delivery(entry, provider_message_id, delivery, error)
+        .await?;
+    if let Some(m) = &updated {
+        core.bus.publish(Event::DeliveryChanged(m.clone()));
+    }
+    Ok(updated)
 }
 
 /// Deletes a conversation with its messages; the files go with the last

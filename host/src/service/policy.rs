@@ -59,3 +59,14 @@ pub fn may_delete_file(p: &Principal, uploader_id: Option<i64>) -> bool {
 pub fn is_assignable(role: Role) -> bool {
     matches!(role, Role::Agent | Role::Admin)
 }
+
+/// Customers reach only their own memories (003 `userId` is their id);
+/// staff and API keys reach their organization's.
+pub fn may_reach_memories_of(p: &Principal, user_ref: &str) -> bool {
+    p.role != Role::Customer || p.user_id().is_some_and(|id| id.to_string() == user_ref)
+}
+
+/// Plugin entries (listing, trying them): admins and API keys.
+pub fn may_manage_plugins(p: &Principal) -> bool {
+    matches!(p.role, Role::Admin | Role::Service)
+}

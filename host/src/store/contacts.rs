@@ -41,6 +41,10 @@ impl From<ContactRow> for Contact {
 
 const CONTACT_COLUMNS: &str = "id, org_id, user_id, name, email, phone, avatar_url, attributes, merged_into, created_at, updated_at";
 
+/// Adds an identity unless the organization has it already (then no row).
+const INSERT_IDENTITY: &str = "INSERT INTO contact_identities (org_id, contact_id, kind, value, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, kind, value) DO NOTHING";
+
 fn attributes_text(d: &ContactDetails) -> String {
     serde_json::to_string(&d.attributes).unwrap_or_else(|_| "{}".into())
 }
@@ -51,6 +55,30 @@ impl Db {
         let row: Option<ContactRow> =
             on_db!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
         Ok(row.map(Into::into))
+    }
+
+    /// The contact a login user is: `(id, merged_into)`. A point read by a
+    /// unique key, so on SQLite it takes the fast reader: it runs on every
+    /// conversation a customer starts.
+    pub async fn contact_of_user(
+        &self,
+        user_id: i64,
+    ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        const SQL: &str = "SELECT id, merged_into FROM contacts WHERE user_id = $1";
+        if let Some(reader) = &self.reader {
+            let row = reader.read(|conn| {
+                let mut stmt = conn.prepare_cached(SQL)?;
+                let mut rows = stmt.query([user_id])?;
+                rows.next()?
+                    .map(|r| Ok::<_, rusqlite::Error>((r.get(0)?, r.get(1)?)))
+                    .transpose()
+            })?;
+            return Ok(row);
+        }
+        let row: Option<(i64, Option<i64>)> = on_db!(self, pool => {
+            sqlx::query_as(SQL).bind(user_id).fetch_optional(pool).await
+        })?;
+        Ok(row)
     }
 
     /// One page of an organization's contacts (merged ones left out),
@@ -112,17 +140,20 @@ impl Db {
         );
         let kind = identity.kind.as_str();
         let now = Utc::now();
-        let _turn = self.write_turn().await;
-        let row: ContactRow = on_db!(self, pool => {
-            let found: Option<ContactRow> = sqlx::query_as(&find)
+        let found: Option<ContactRow> = on_db!(self, pool => {
+            sqlx::query_as(&find)
                 .bind(org_id)
                 .bind(kind)
                 .bind(&identity.value)
                 .fetch_optional(pool)
-                .await?;
-            match found {
-                Some(row) => Ok::<_, sqlx::Error>(row),
-                None => {
+                .await
+        })?;
+        if let Some(row) = found {
+            return Ok(row.into());
+        }
+        // Only a new contact waits for the write gate.
+        let _turn = self.write_turn().await;
+        let row: ContactRow = on_db!(self, pool => {
                     let mut tx = pool.begin().await?;
                     let row: ContactRow = sqlx::query_as(&insert)
                         .bind(org_id)
@@ -135,10 +166,7 @@ impl Db {
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
-                    let added = sqlx::query(
-                        "INSERT INTO contact_identities (org_id, contact_id, kind, value, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, kind, value) DO NOTHING",
-                    )
+                    let added = sqlx::query(INSERT_IDENTITY)
                     .bind(org_id)
                     .bind(row.id)
                     .bind(kind)
@@ -149,7 +177,7 @@ impl Db {
                     .rows_affected();
                     if added == 1 {
                         tx.commit().await?;
-                        Ok(row)
+                        Ok::<_, sqlx::Error>(row)
                     } else {
                         // Another request made it first: take theirs.
                         tx.rollback().await?;
@@ -160,8 +188,6 @@ impl Db {
                             .fetch_one(pool)
                             .await
                     }
-                }
-            }
         })?;
         Ok(row.into())
     }
@@ -192,10 +218,7 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
             for identity in identities {
-                let added = sqlx::query(
-                    "INSERT INTO contact_identities (org_id, contact_id, kind, value, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, kind, value) DO NOTHING",
-                )
+                let added = sqlx::query(INSERT_IDENTITY)
                 .bind(org_id)
                 .bind(row.id)
                 .bind(identity.kind.as_str())

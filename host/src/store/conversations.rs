@@ -195,13 +195,18 @@ macro_rules! message_tx {
     ($tx:ident, $new:expr, $files:expr) => {{
         let new: &NewMessage = $new;
         let files: &[NewAttachment] = $files;
-        let now = Utc::now();
-        let inserted: Option<MessageRow> = sqlx::query_as(&format!(
+        // Microseconds: what PostgreSQL keeps, so the row built below is the
+        // row a later read returns.
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        let sources = serde_json::to_string(&new.reply.sources).unwrap_or_else(|_| "[]".into());
+        // Only the id comes back: the rest is what was written (decoding
+        // twenty columns per message cost more than the insert itself).
+        let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, reply_to_id, subject, html) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-             RETURNING {MESSAGE_COLUMNS}"
-        ))
+             RETURNING id",
+        )
         .bind(new.org_id)
         .bind(new.conversation_id)
         .bind(new.sender_kind.as_str())
@@ -210,7 +215,7 @@ macro_rules! message_tx {
         .bind(new.is_internal)
         .bind(&new.idempotency_key)
         .bind(now)
-        .bind(serde_json::to_string(&new.reply.sources).unwrap_or_else(|_| "[]".into()))
+        .bind(&sources)
         .bind(new.reply.tokens_used)
         .bind(new.reply.response_time_ms)
         .bind(&new.channel.entry)
@@ -222,7 +227,29 @@ macro_rules! message_tx {
         .fetch_optional(&mut *$tx)
         .await?;
         let result: Result<Inserted, sqlx::Error> = match inserted {
-            Some(row) => {
+            Some(id) => {
+                let row = MessageRow {
+                    id,
+                    org_id: new.org_id,
+                    conversation_id: new.conversation_id,
+                    sender_kind: new.sender_kind.as_str().to_owned(),
+                    sender_id: new.sender_id,
+                    content: new.content.clone(),
+                    is_internal: new.is_internal,
+                    status: "sent".to_owned(),
+                    read_at: None,
+                    created_at: now,
+                    sources,
+                    tokens_used: new.reply.tokens_used,
+                    response_time_ms: new.reply.response_time_ms,
+                    channel_entry: new.channel.entry.clone(),
+                    provider_message_id: new.channel.provider_message_id.clone(),
+                    delivery: new.delivery.map(|d| d.as_str().to_owned()),
+                    delivery_error: None,
+                    reply_to_id: new.channel.reply_to_id,
+                    subject: new.channel.subject.clone(),
+                    html: new.channel.html.clone(),
+                };
                 sqlx::query(
                     "UPDATE conversations SET updated_at = $2, context = COALESCE($3, context) WHERE id = $1",
                 )
@@ -720,5 +747,176 @@ impl Db {
             }
         }
         Ok(times)
+    }
+}
+
+/// A channel's delivery report moves a message forward only: `pending` →
+/// `sent` → `delivered` → `read`; `failed` from `pending` or `sent`.
+fn earlier_states(d: Delivery) -> &'static [&'static str] {
+    match d {
+        Delivery::Pending => &[],
+        Delivery::Sent => &["pending"],
+        Delivery::Delivered => &["pending", "sent"],
+        Delivery::Read => &["pending", "sent", "delivered"],
+        Delivery::Failed => &["pending", "sent"],
+    }
+}
+
+impl Db {
+    /// Records a channel's delivery report for the message it knows as
+    /// `provider_message_id` on `entry`. `None` when there is no such
+    /// message or the report is stale (it would move the state back).
+    pub async fn set_delivery(
+        &self,
+        entry: &str,
+        provider_message_id: &str,
+        delivery: Delivery,
+        error: Option<&str>,
+    ) -> Result<Option<Message>, StoreError> {
+        let earlier = earlier_states(delivery);
+        if earlier.is_empty() {
+            return Ok(None);
+        }
+        // Fixed words from an enum, never client text.
+        let list: Vec<String> = earlier.iter().map(|w| format!("'{w}'")).collect();
+        let sql = format!(
+            "UPDATE messages SET delivery = $3, delivery_error = $4 \
+             WHERE channel_entry = $1 AND provider_message_id = $2 \
+             AND COALESCE(delivery, 'pending') IN ({}) RETURNING {MESSAGE_COLUMNS}",
+            list.join(", ")
+        );
+        let _turn = self.write_turn().await;
+        let row: Option<MessageRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(entry)
+                .bind(provider_message_id)
+                .bind(delivery.as_str())
+                .bind(error)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+}
+
+/// 003 sessions named by the client, the handover state machine and the
+/// assistant's view of a conversation.
+impl Db {
+    /// The conversation 003 names by a client-chosen `sessionId`.
+    pub async fn conversation_by_external(
+        &self,
+        org_id: i64,
+        external_id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE org_id = $1 AND external_id = $2"
+        );
+        let row: Option<ConversationRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(org_id)
+                .bind(external_id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Starts a conversation under a client-chosen `sessionId`; when two
+    /// requests race, both get the one that won.
+    pub async fn create_external_conversation(
+        &self,
+        new: &NewConversation,
+        external_id: &str,
+    ) -> Result<Conversation, StoreError> {
+        let now = Utc::now();
+        let sql = format!(
+            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, external_id, contact_id, channel_entry) \
+             VALUES ($1, $2, 'active', $3, $4, '[]', $5, $6, $6, $7, $8, $9) \
+             ON CONFLICT (org_id, external_id) WHERE external_id IS NOT NULL DO NOTHING \
+             RETURNING {CONVERSATION_COLUMNS}"
+        );
+        let turn = self.write_turn().await;
+        let row: Option<ConversationRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(new.org_id)
+                .bind(new.customer_id)
+                .bind(&new.subject)
+                .bind(new.priority.as_str())
+                .bind(new.channel.as_str())
+                .bind(now)
+                .bind(external_id)
+                .bind(new.contact_id)
+                .bind(&new.channel_entry)
+                .fetch_optional(pool)
+                .await
+        })?;
+        drop(turn);
+        match row {
+            Some(row) => Ok(row.into()),
+            None => self
+                .conversation_by_external(new.org_id, external_id)
+                .await?
+                .ok_or(StoreError::Conflict("sessionId")),
+        }
+    }
+
+    /// Moves a conversation to `to` if it is in one of the states `from`
+    /// (the handover state machine's guard); `agent`, when given, becomes
+    /// its agent. `None` when it is gone or was in another state.
+    pub async fn transition_handling(
+        &self,
+        id: i64,
+        from: &[Handling],
+        to: Handling,
+        agent: Option<i64>,
+    ) -> Result<Option<Conversation>, StoreError> {
+        // The states are fixed words from an enum, never client text.
+        let states: Vec<String> = from.iter().map(|h| format!("'{}'", h.as_str())).collect();
+        let sql = format!(
+            "UPDATE conversations SET handling = $2, agent_id = COALESCE($3, agent_id), updated_at = $4 \
+             WHERE id = $1 AND handling IN ({}) RETURNING {CONVERSATION_COLUMNS}",
+            states.join(", ")
+        );
+        let _turn = self.write_turn().await;
+        let row: Option<ConversationRow> = on_db!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(id)
+                .bind(to.as_str())
+                .bind(agent)
+                .bind(Utc::now())
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Clears a session's context: its intent and entities, and the history
+    /// the assistant sees (messages are kept).
+    pub async fn reset_context(&self, id: i64) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            sqlx::query(
+                "UPDATE conversations SET context = '{}', \
+                 history_from = (SELECT COALESCE(MAX(id), 0) FROM messages WHERE conversation_id = $1) \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// The last `limit` public messages since the last reset, oldest first.
+    pub async fn history(
+        &self,
+        conversation: &Conversation,
+        limit: i64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let (mut messages, _) = self
+            .list_messages(conversation.id, false, None, limit)
+            .await?;
+        messages.retain(|m| m.id > conversation.history_from);
+        Ok(messages)
     }
 }

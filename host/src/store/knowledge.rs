@@ -4,9 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::conversations::{CONVERSATION_COLUMNS, ConversationRow};
 use super::{Db, StoreError, on_db};
-use crate::domain::conversation::{Conversation, Handling, Message, NewConversation};
 use crate::domain::knowledge::{Document, Faq, Memory, MemoryKind, NewDocument, NewFaq, NewMemory};
 
 /// The two search corpora, as named in `search_generations`.
@@ -586,123 +584,5 @@ impl Db {
                 .await
                 .map(|r| r.rows_affected())
         })?)
-    }
-
-    /// The conversation 003 names by a client-chosen `sessionId`.
-    pub async fn conversation_by_external(
-        &self,
-        org_id: i64,
-        external_id: &str,
-    ) -> Result<Option<Conversation>, StoreError> {
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE org_id = $1 AND external_id = $2"
-        );
-        let row: Option<ConversationRow> = on_db!(self, pool => {
-            sqlx::query_as(&sql)
-                .bind(org_id)
-                .bind(external_id)
-                .fetch_optional(pool)
-                .await
-        })?;
-        Ok(row.map(Into::into))
-    }
-
-    /// Starts a conversation under a client-chosen `sessionId`; when two
-    /// requests race, both get the one that won.
-    pub async fn create_external_conversation(
-        &self,
-        new: &NewConversation,
-        external_id: &str,
-    ) -> Result<Conversation, StoreError> {
-        let now = Utc::now();
-        let sql = format!(
-            "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, external_id, contact_id, channel_entry) \
-             VALUES ($1, $2, 'active', $3, $4, '[]', $5, $6, $6, $7, $8, $9) \
-             ON CONFLICT (org_id, external_id) WHERE external_id IS NOT NULL DO NOTHING \
-             RETURNING {CONVERSATION_COLUMNS}"
-        );
-        let turn = self.write_turn().await;
-        let row: Option<ConversationRow> = on_db!(self, pool => {
-            sqlx::query_as(&sql)
-                .bind(new.org_id)
-                .bind(new.customer_id)
-                .bind(&new.subject)
-                .bind(new.priority.as_str())
-                .bind(new.channel.as_str())
-                .bind(now)
-                .bind(external_id)
-                .bind(new.contact_id)
-                .bind(&new.channel_entry)
-                .fetch_optional(pool)
-                .await
-        })?;
-        drop(turn);
-        match row {
-            Some(row) => Ok(row.into()),
-            None => self
-                .conversation_by_external(new.org_id, external_id)
-                .await?
-                .ok_or(StoreError::Conflict("sessionId")),
-        }
-    }
-
-    /// Moves a conversation to `to` if it is in one of the states `from`
-    /// (the handover state machine's guard); `agent`, when given, becomes
-    /// its agent. `None` when it is gone or was in another state.
-    pub async fn transition_handling(
-        &self,
-        id: i64,
-        from: &[Handling],
-        to: Handling,
-        agent: Option<i64>,
-    ) -> Result<Option<Conversation>, StoreError> {
-        // The states are fixed words from an enum, never client text.
-        let states: Vec<String> = from.iter().map(|h| format!("'{}'", h.as_str())).collect();
-        let sql = format!(
-            "UPDATE conversations SET handling = $2, agent_id = COALESCE($3, agent_id), updated_at = $4 \
-             WHERE id = $1 AND handling IN ({}) RETURNING {CONVERSATION_COLUMNS}",
-            states.join(", ")
-        );
-        let _turn = self.write_turn().await;
-        let row: Option<ConversationRow> = on_db!(self, pool => {
-            sqlx::query_as(&sql)
-                .bind(id)
-                .bind(to.as_str())
-                .bind(agent)
-                .bind(Utc::now())
-                .fetch_optional(pool)
-                .await
-        })?;
-        Ok(row.map(Into::into))
-    }
-
-    /// Clears a session's context: its intent and entities, and the history
-    /// the assistant sees (messages are kept).
-    pub async fn reset_context(&self, id: i64) -> Result<(), StoreError> {
-        on_db!(self, pool => {
-            sqlx::query(
-                "UPDATE conversations SET context = '{}', \
-                 history_from = (SELECT COALESCE(MAX(id), 0) FROM messages WHERE conversation_id = $1) \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    /// The last `limit` public messages since the last reset, oldest first.
-    pub async fn history(
-        &self,
-        conversation: &Conversation,
-        limit: i64,
-    ) -> Result<Vec<Message>, StoreError> {
-        let (mut messages, _) = self
-            .list_messages(conversation.id, false, None, limit)
-            .await?;
-        messages.retain(|m| m.id > conversation.history_from);
-        Ok(messages)
     }
 }

@@ -82,7 +82,7 @@ pub(super) async fn list_sessions(
             }
         },
     };
-    let customer_id = if p.is_staff() {
+    let customer_id = if policy::is_staff(&p) {
         None
     } else {
         p.user_id().or(Some(0))

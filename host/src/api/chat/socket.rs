@@ -2,10 +2,10 @@
 
 use axum::extract::{Path, Query, State};
 
-use crate::api::common::{SocketQuery, relay, socket_principal};
+use crate::api::common::{SocketQuery, Upgrade, follow, socket_principal};
 use crate::api::error::ApiError;
 use crate::api::extract::Auth;
-use crate::realtime::{Audience, Topic};
+use crate::realtime::Audience;
 use crate::server::AppState;
 
 use super::*;
@@ -30,15 +30,9 @@ pub(super) async fn chat_socket(
     auth: Result<Auth, ApiError>,
     Path(id): Path<String>,
     Query(q): Query<SocketQuery>,
-    upgrade: Result<
-        axum::extract::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    upgrade: Upgrade,
 ) -> Result<axum::response::Response, ApiError> {
     let p = socket_principal(&state, auth, q.token.as_deref())?;
     let c = visible_session(&state, &p, &id).await?;
-    let upgrade = upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?;
-    // Subscribe before answering, so no event between the two is lost.
-    let events = state.bus.subscribe(Topic::Conversation(c.id));
-    Ok(upgrade.on_upgrade(move |socket| relay(socket, events, Audience::Chat, render)))
+    follow(&state, upgrade, c.id, Audience::Chat, render)
 }

@@ -18,7 +18,7 @@ use crate::domain::knowledge::{
     MEMORY_KEY_MAX, MEMORY_VALUE_MAX, Memory, MemoryKind, NewDocument, NewMemory, TITLE_MAX,
     validate_text,
 };
-use crate::domain::{FieldError, Principal, Role};
+use crate::domain::{FieldError, Principal};
 use crate::server::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,8 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A customer reaches only their own memories.
 fn may_reach(p: &Principal, user_id: &str) -> Result<(), ApiError> {
-    if p.role == Role::Customer && p.user_id().map(|id| id.to_string()).as_deref() != Some(user_id)
-    {
+    if !crate::service::policy::may_reach_memories_of(p, user_id) {
         return Err(ApiError::forbidden(
             "A customer may reach only their own memories",
         ));

@@ -40,7 +40,7 @@ use utoipa_axum::routes;
 
 use super::core::decode_audio;
 use super::{Customer, customer, session_for};
-use crate::api::common::{PING_EVERY, SEND_TIMEOUT, relay, socket_principal};
+use crate::api::common::{PING_EVERY, SEND_TIMEOUT, Upgrade, handshake, relay, socket_principal};
 use crate::api::error::ApiError;
 use crate::api::extract::Auth;
 use crate::api::turns::{Said, take_turn};
@@ -93,18 +93,14 @@ async fn socket(
     State(state): State<AppState>,
     auth: Result<Auth, ApiError>,
     Query(q): Query<WsQuery>,
-    upgrade: Result<
-        axum::extract::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    upgrade: Upgrade,
 ) -> Result<axum::response::Response, ApiError> {
     let p = socket_principal(&state, auth, q.token.as_deref())?;
-    let upgrade = upgrade
-        .map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?
+    let upgrade = handshake(upgrade)?
         .max_message_size(TRANSPORT_MAX)
         .max_frame_size(TRANSPORT_MAX);
     let connection_id = format!("conn-{:032x}", rand::random::<u128>());
-    if p.is_staff() && q.session_id.is_none() && q.user_id.is_none() {
+    if crate::service::policy::is_staff(&p) && q.session_id.is_none() && q.user_id.is_none() {
         let events = state.bus.subscribe(Topic::Staff(p.org_id));
 
         let hello = established(
