@@ -169,6 +169,17 @@ async fn own_category(state: &AppState, p: &Principal, id: i64) -> Result<bool, 
         .is_some_and(|c| c.org_id == p.org_id))
 }
 
+/// A ticket title: 1 to `TITLE_MAX` characters, else a field error.
+fn check_title(f: &mut Fields<'_>, title: Option<&str>) {
+    if title.is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX) {
+        f.push(FieldError::new(
+            "title",
+            format!("must be 1 to {TITLE_MAX} characters"),
+            "value_error",
+        ));
+    }
+}
+
 /// The title, description, status and priority a body changes.
 fn ticket_changes(f: &mut Fields<'_>) -> TicketChanges {
     let mut changes = TicketChanges {
@@ -187,16 +198,6 @@ fn ticket_changes(f: &mut Fields<'_>) -> TicketChanges {
         }
     }
     changes.priority = priority_field(f, "priority");
-    if changes
-        .title
-        .as_ref()
-        .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
-    {
-        f.push(FieldError::new(
-            "title",
-            format!("must be 1 to {TITLE_MAX} characters"),
-            "value_error",
-        ));
-    }
+    check_title(f, changes.title.as_deref());
     changes
 }

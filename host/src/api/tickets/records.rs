@@ -10,7 +10,7 @@ use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::domain::FieldError;
 use crate::domain::conversation::Priority;
-use crate::domain::ticket::{DESCRIPTION_MAX, NewTicket, TITLE_MAX, TicketStatus};
+use crate::domain::ticket::{DESCRIPTION_MAX, NewTicket, TicketStatus};
 use crate::server::AppState;
 use crate::service::{policy, tickets};
 use crate::store::TicketFilter;
@@ -155,16 +155,7 @@ pub(super) async fn create_ticket(
     let category = f.optional_id("category_id").flatten();
     let priority = priority_field(&mut f, "priority");
     let for_customer = f.optional_id("customer_id").flatten();
-    if title
-        .as_ref()
-        .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
-    {
-        f.push(FieldError::new(
-            "title",
-            format!("must be 1 to {TITLE_MAX} characters"),
-            "value_error",
-        ));
-    }
+    check_title(&mut f, title.as_deref());
     if description.chars().count() > DESCRIPTION_MAX {
         f.push(FieldError::new(
             "description",
@@ -260,17 +251,6 @@ pub(super) async fn update_ticket(
     let mut changes = ticket_changes(&mut f);
     if body.contains_key("category_id") {
         changes.category_id = f.optional_id("category_id");
-    }
-    if changes
-        .title
-        .as_ref()
-        .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
-    {
-        f.push(FieldError::new(
-            "title",
-            format!("must be 1 to {TITLE_MAX} characters"),
-            "value_error",
-        ));
     }
     f.finish()?;
     if let Some(Some(c)) = changes.category_id

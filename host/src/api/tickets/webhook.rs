@@ -9,7 +9,7 @@ use crate::api::common::priority_field;
 use crate::api::error::ApiError;
 use crate::api::extract::Fields;
 use crate::domain::conversation::{Priority, validate_content};
-use crate::domain::ticket::{NewTicket, TITLE_MAX, Ticket};
+use crate::domain::ticket::{NewTicket, Ticket};
 use crate::domain::{FieldError, Principal, PrincipalKind, Role};
 use crate::server::AppState;
 use crate::service::conversations::{self, Answer, Author, Post};
@@ -136,16 +136,7 @@ pub(super) async fn incoming_webhook(
             let email = f.optional_str("customer_email");
             let priority = priority_field(&mut f, "priority");
             let category = f.optional_id("category_id").flatten();
-            if title
-                .as_ref()
-                .is_some_and(|t| t.is_empty() || t.chars().count() > TITLE_MAX)
-            {
-                f.push(FieldError::new(
-                    "title",
-                    format!("must be 1 to {TITLE_MAX} characters"),
-                    "value_error",
-                ));
-            }
+            check_title(&mut f, title.as_deref());
             let priority = priority.unwrap_or(Priority::Medium);
             f.finish()?;
             if email
