@@ -166,12 +166,10 @@ impl Event {
         }
     }
 
-    /// Whether the organization's staff feed carries the event.
+    /// Whether the organization's staff feed carries the event: the
+    /// handovers (the only events it renders).
     pub fn for_staff_feed(&self) -> bool {
-        matches!(
-            self,
-            Event::HandoverChanged { .. } | Event::TicketCreated(_) | Event::ConversationCreated(_)
-        )
+        matches!(self, Event::HandoverChanged { .. })
     }
 
     /// The dialect-free form: `{"event", "organizationId",

@@ -247,11 +247,6 @@ pub async fn post(
             .as_ref()
             .map(|id| format!("provider:{id}"))
     });
-    let customer_ref = post
-        .customer_ref
-        .clone()
-        .or_else(|| c.customer_id.map(|id| id.to_string()))
-        .unwrap_or_else(|| format!("contact-{}", c.contact_id.unwrap_or_default()));
     let (message, created, files) = core
         .db
         .insert_message_with_files(
@@ -300,6 +295,12 @@ pub async fn post(
         // Off the assistant's own entry points, a conversation a person
         // has costs nothing more than the insert.
         Author::Customer { .. } if answer == Answer::Required || c.handling == Handling::Ai => {
+            // Whose memories the assistant reads.
+            let customer_ref = post
+                .customer_ref
+                .clone()
+                .or_else(|| c.customer_id.map(|id| id.to_string()))
+                .unwrap_or_else(|| format!("contact-{}", c.contact_id.unwrap_or_default()));
             let answered = core
                 .assistant
                 .respond(c, &customer_ref, &post.content, post.asked_for_person)
@@ -521,11 +522,12 @@ pub async fn assign(
     }
 }
 
-/// Tells the conversation's clients that someone is typing. Never stored.
-pub fn typing(core: Core<'_>, c: &Conversation, who: String, is_typing: bool) {
+/// Tells conversation `conversation_id`'s clients that someone is typing.
+/// Never stored, so it needs no read of the conversation either.
+pub fn typing(core: Core<'_>, org_id: i64, conversation_id: i64, who: String, is_typing: bool) {
     core.bus.publish(Event::Typing {
-        org_id: c.org_id,
-        conversation_id: c.id,
+        org_id,
+        conversation_id,
         who,
         is_typing,
         at: Utc::now(),

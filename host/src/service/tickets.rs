@@ -113,17 +113,10 @@ pub async fn requester(
         return Ok((Some(u.id), Some(contact)));
     }
     let identity = Identity::new(Channel::Email, email);
-    let contact = core
-        .db
-        .contact_for_identity(
-            org_id,
-            &identity,
-            None,
-            &ContactDetails {
-                email: Some(identity.value.clone()),
-                ..Default::default()
-            },
-        )
-        .await?;
-    Ok((None, Some(contact.merged_into.unwrap_or(contact.id))))
+    let details = ContactDetails {
+        email: Some(identity.value.clone()),
+        ..Default::default()
+    };
+    let contact = super::contacts::find_or_create(core, org_id, &identity, &details).await?;
+    Ok((None, Some(contact.id)))
 }

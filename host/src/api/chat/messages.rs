@@ -387,6 +387,12 @@ pub(super) async fn typing(
         PrincipalKind::User(id) => id.to_string(),
         PrincipalKind::ApiKey(id) => format!("apikey-{id}"),
     };
-    conversations::typing(state.core(), &c, who, is_typing.unwrap_or_default());
+    conversations::typing(
+        state.core(),
+        c.org_id,
+        c.id,
+        who,
+        is_typing.unwrap_or_default(),
+    );
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -314,9 +314,13 @@ impl Session {
             "handover_request" => self.handover(socket).await,
             "typing" => {
                 let is_typing = frame.get("isTyping").and_then(Value::as_bool).unwrap_or(true);
-                if let Ok(Some(c)) = self.state.db.conversation(self.conversation_id).await {
-                    conversations::typing(self.state.core(), &c, self.customer.reference.clone(), is_typing);
-                }
+                conversations::typing(
+                    self.state.core(),
+                    self.principal.org_id,
+                    self.conversation_id,
+                    self.customer.reference.clone(),
+                    is_typing,
+                );
                 true
             }
             other => send(socket, &error_event("unknown_type", format!("unknown frame type {other:?}: expected text, audio, handover_request or typing"))).await,
