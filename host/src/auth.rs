@@ -148,6 +148,10 @@ pub struct Claims {
     /// Organization id.
     pub org: i64,
     pub role: Role,
+    /// The user's token generation when the token was issued: bumping it
+    /// (deactivation, a role or password change) ends the token.
+    #[serde(default)]
+    pub tgen: i64,
 }
 
 /// Signs and checks HS256 tokens. The algorithm is pinned: a token whose
@@ -160,9 +164,35 @@ pub struct Tokens {
     issuer: String,
     audience: String,
     ttl: Duration,
-    /// Tokens that verified, with their principal and expiry.
-    verified: Arc<DashMap<Box<str>, (Principal, i64)>>,
+    /// Tokens that verified, with what they say and when their user was
+    /// last looked at.
+    verified: Arc<DashMap<Box<str>, Verified>>,
 }
+
+/// A token that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub principal: Principal,
+    /// Expiry, Unix seconds.
+    exp: i64,
+    /// The user's token generation the token was issued under.
+    pub generation: i64,
+    /// When the user's record last confirmed the token; `None`: never.
+    checked: Option<std::time::Instant>,
+}
+
+impl Verified {
+    /// Whether the user's record must be read before the token is trusted:
+    /// on first sight, then every [`RECHECK_EVERY`].
+    pub fn needs_check(&self) -> bool {
+        self.checked.is_none_or(|at| at.elapsed() >= RECHECK_EVERY)
+    }
+}
+
+/// How long a token's check against its user's record holds. Revocations
+/// made by this process take effect at once ([`Tokens::forget_user`]);
+/// those made elsewhere (another node, the CLI, SQL) within this time.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// How many verified tokens [`Tokens::verify`] remembers before starting over.
 pub const VERIFIED_CACHE: usize = 10_000;
@@ -175,6 +205,17 @@ pub enum TokenError {
     Invalid,
 }
 
+/// Whether `state` (the user's record now) still admits a token that
+/// says `v`.
+pub fn still_valid(v: &Verified, state: Option<&crate::domain::identity::TokenState>) -> bool {
+    state.is_some_and(|s| {
+        s.is_active
+            && s.generation == v.generation
+            && s.role == v.principal.role
+            && s.org_id == v.principal.org_id
+    })
+}
+
 impl Tokens {
     pub fn new(secret: &[u8], config: &AuthConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
@@ -182,6 +223,8 @@ impl Tokens {
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
+        // A token that says it is not valid yet is not valid.
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -203,6 +246,7 @@ impl Tokens {
             exp: now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2),
             org: user.org_id,
             role: user.role,
+            tgen: user.token_generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -215,26 +259,49 @@ impl Tokens {
     /// lookup instead of two base64 decodes, two JSON parses and an HMAC.
     /// Only successful verifications are kept, and expiry is checked on
     /// every use, so the cache never admits a token `decode` would refuse.
-    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    ///
+    /// The answer says whether the user's record must be consulted
+    /// ([`Verified::needs_check`]); the caller does that and reports back
+    /// with [`Tokens::checked`] or [`Tokens::forget`].
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let now = chrono::Utc::now().timestamp();
         if let Some(hit) = self.verified.get(token) {
-            let (principal, exp) = *hit;
-            if exp + i64::try_from(self.validation.leeway).unwrap_or(0) > now {
-                return Ok(principal);
+            let v = *hit;
+            if v.exp + i64::try_from(self.validation.leeway).unwrap_or(0) > now {
+                return Ok(v);
             }
             drop(hit);
             self.verified.remove(token);
             return Err(TokenError::Expired);
         }
-        let principal = self.decode(token)?;
+        let v = self.decode(token)?;
         if self.verified.len() >= VERIFIED_CACHE {
             self.verified.clear();
         }
-        self.verified.insert(token.into(), principal);
-        Ok(principal.0)
+        self.verified.insert(token.into(), v);
+        Ok(v)
     }
 
-    fn decode(&self, token: &str) -> Result<(Principal, i64), TokenError> {
+    /// Records that the user's record confirmed `token` just now.
+    pub fn checked(&self, token: &str) {
+        if let Some(mut v) = self.verified.get_mut(token) {
+            v.checked = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Forgets `token` (its user's record refused it).
+    pub fn forget(&self, token: &str) {
+        self.verified.remove(token);
+    }
+
+    /// Forgets every remembered token of user `user_id`, so that the next
+    /// use of any of them consults the user's record.
+    pub fn forget_user(&self, user_id: i64) {
+        self.verified
+            .retain(|_, v| v.principal.user_id() != Some(user_id));
+    }
+
+    fn decode(&self, token: &str) -> Result<Verified, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -245,12 +312,16 @@ impl Tokens {
         if claims.role == Role::Service {
             return Err(TokenError::Invalid);
         }
-        let principal = Principal {
-            org_id: claims.org,
-            role: claims.role,
-            kind: PrincipalKind::User(user_id),
-        };
-        Ok((principal, claims.exp))
+        Ok(Verified {
+            principal: Principal {
+                org_id: claims.org,
+                role: claims.role,
+                kind: PrincipalKind::User(user_id),
+            },
+            exp: claims.exp,
+            generation: claims.tgen,
+            checked: None,
+        })
     }
 }
 
@@ -335,6 +406,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             last_login_at: None,
+            token_generation: 0,
         }
     }
 
@@ -349,7 +421,7 @@ mod tests {
     fn token_round_trip() {
         let t = tokens();
         let token = t.issue(&user()).expect("issue");
-        let p = t.verify(&token).expect("verify");
+        let p = t.verify(&token).expect("verify").principal;
         assert_eq!(p.user_id(), Some(7));
         assert_eq!(p.org_id, 3);
         assert_eq!(p.role, Role::Agent);
@@ -362,13 +434,84 @@ mod tests {
         assert!(t.verify(&token).is_ok());
         assert!(t.verify(&token).is_ok(), "second use comes from the cache");
         // Forge an expired cache entry: a cached token past its expiry is refused.
-        let principal = t.verify(&token).expect("verify");
-        t.verified.insert(
-            token.as_str().into(),
-            (principal, chrono::Utc::now().timestamp() - 60),
-        );
+        let mut v = t.verify(&token).expect("verify");
+        v.exp = chrono::Utc::now().timestamp() - 60;
+        t.verified.insert(token.as_str().into(), v);
         assert_eq!(t.verify(&token), Err(TokenError::Expired));
         assert!(t.verified.get(token.as_str()).is_none());
+    }
+
+    #[test]
+    fn revocation_needs_the_users_record() {
+        use crate::domain::identity::TokenState;
+        let t = tokens();
+        let token = t.issue(&user()).expect("issue");
+        let v = t.verify(&token).expect("verify");
+        assert!(v.needs_check(), "first sight reads the user's record");
+        let now = TokenState {
+            generation: 0,
+            is_active: true,
+            role: Role::Agent,
+            org_id: 3,
+        };
+        assert!(still_valid(&v, Some(&now)));
+        t.checked(&token);
+        assert!(
+            !t.verify(&token).expect("verify").needs_check(),
+            "then the cache holds"
+        );
+        for refused in [
+            None,
+            Some(TokenState {
+                generation: 1,
+                ..now
+            }),
+            Some(TokenState {
+                is_active: false,
+                ..now
+            }),
+            Some(TokenState {
+                role: Role::Customer,
+                ..now
+            }),
+        ] {
+            assert!(!still_valid(&v, refused.as_ref()));
+        }
+        t.forget_user(7);
+        assert!(
+            t.verify(&token).expect("verify").needs_check(),
+            "forgotten: read again"
+        );
+    }
+
+    #[test]
+    fn tokens_not_valid_yet_are_refused() {
+        let t = tokens();
+        let now = chrono::Utc::now().timestamp();
+        #[derive(Serialize)]
+        struct Early<'a> {
+            sub: &'a str,
+            iss: &'a str,
+            aud: &'a str,
+            iat: i64,
+            exp: i64,
+            nbf: i64,
+            org: i64,
+            role: Role,
+        }
+        let early = Early {
+            sub: "7",
+            iss: "gateway",
+            aud: "gateway",
+            iat: now,
+            exp: now + 600,
+            nbf: now + 300,
+            org: 3,
+            role: Role::Agent,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &early, &t.encoding)
+            .expect("encode");
+        assert_eq!(t.verify(&token), Err(TokenError::Invalid));
     }
 
     #[test]

@@ -78,6 +78,29 @@ pub struct WebhookConfig {
     /// The key 004's `POST /v1/webhooks/incoming` is signed with; `None`
     /// answers that endpoint with 503.
     pub incoming_secret: Option<String>,
+    /// Each organization's own key, by slug; it signs for that organization
+    /// only.
+    pub incoming_secrets: std::collections::HashMap<String, String>,
+    /// How far a signed `X-Webhook-Timestamp` may be from now.
+    pub tolerance: Duration,
+}
+
+impl WebhookConfig {
+    /// The keys that may sign a delivery for organization `slug`: its own,
+    /// then the operator's.
+    pub fn secrets_for(&self, slug: &str) -> Vec<&str> {
+        self.incoming_secrets
+            .get(slug)
+            .map(String::as_str)
+            .into_iter()
+            .chain(self.incoming_secret.as_deref())
+            .collect()
+    }
+
+    /// Whether any key is configured.
+    pub fn enabled(&self) -> bool {
+        self.incoming_secret.is_some() || !self.incoming_secrets.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +120,17 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Open connections at most; more are closed as they arrive.
     pub max_connections: usize,
+    /// Open connections one client address may hold (trusted proxies are
+    /// exempt); more from that address are closed as they arrive.
+    pub max_connections_per_address: usize,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// Open WebSockets one user or API key may hold.
+    pub max_sockets_per_user: usize,
+    /// Upload bytes (multipart files, base64 attachments) being received at
+    /// once, over all clients; past it uploads are answered 503.
+    pub upload_budget_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +150,16 @@ pub struct DatabaseConfig {
     pub kind: DatabaseKind,
     pub max_connections: u32,
     pub busy_timeout: Duration,
+    /// SQLite's `synchronous` pragma: `FULL` (an acknowledged write survives
+    /// a power loss) or `NORMAL` (it survives a crash of the process only).
+    pub synchronous: Synchronous,
+}
+
+/// How hard SQLite makes a commit durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Clone)]

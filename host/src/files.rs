@@ -15,6 +15,108 @@ pub struct FileStore {
     root: PathBuf,
 }
 
+/// Why [`FileStore::put`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The bytes contradict the declared type.
+    #[error("{0}")]
+    Refused(String),
+    #[error("could not write a file: {0}")]
+    Io(std::io::Error),
+}
+
+fn path_in(root: &Path, sha256: &str) -> PathBuf {
+    let prefix = sha256.get(..2).unwrap_or("00");
+    root.join(prefix).join(sha256)
+}
+
+/// Writes `bytes` to `path` through a private temporary file, synced, then
+/// renamed into place (a crash leaves the whole file or none).
+fn write_new(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(root);
+    private_dir(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Creates `dir` (and its parents) if needed and makes it the gateway's
+/// user's only (0700): the data directory holds the database, the signing
+/// secret and every customer's files.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Makes the file at `path`, if there is one, the gateway's user's only
+/// (0600); a failure is logged, not fatal.
+pub fn make_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "could not restrict a file's permissions")
+            }
+        }
+    }
+}
+
+/// The bytes of request bodies being received at once over all clients
+/// (`server.upload_budget_bytes`), so that many concurrent uploads cannot
+/// exhaust memory: a body that does not fit is refused with 503 and
+/// `Retry-After` before any of it is read.
+pub struct UploadBudget {
+    /// One permit per KiB.
+    kib: std::sync::Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl UploadBudget {
+    pub fn new(bytes: usize) -> UploadBudget {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX >> 4)
+            .max(1);
+        UploadBudget {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// A share of `bytes` (at most the whole budget), or `None` while the
+    /// budget is spent.
+    pub fn take(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib);
+        self.kib.clone().try_acquire_many_owned(kib).ok()
+    }
+}
+
 /// What the bytes turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inspected {
@@ -123,30 +225,33 @@ impl FileStore {
 
     /// Where the file with this digest lives.
     pub fn path(&self, sha256: &str) -> PathBuf {
-        let prefix = sha256.get(..2).unwrap_or("00");
-        self.root.join(prefix).join(sha256)
+        path_in(&self.root, sha256)
     }
 
-    /// Stores `bytes` (once, whatever the number of rows that use them) and
-    /// returns their SHA-256.
-    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
-        let sha = hex::encode(Sha256::digest(bytes));
-        let path = self.path(&sha);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(sha);
-        }
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
-        let written = async {
-            tokio::fs::write(&tmp, bytes).await?;
-            tokio::fs::rename(&tmp, &path).await
-        }
-        .await;
-        if written.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        written.map(|()| sha)
+    /// Checks `bytes` against `declared` (see [`inspect`]), stores them
+    /// (once, whatever the number of rows that use them, readable by the
+    /// gateway's user only, synced to disk before this returns) and answers
+    /// what they are and their SHA-256. The work runs on the blocking pool:
+    /// hashing and sniffing megabytes must not hold up the request threads.
+    pub async fn put(
+        &self,
+        bytes: Vec<u8>,
+        declared: Option<String>,
+        file_name: String,
+    ) -> Result<(Inspected, String), PutError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let found =
+                inspect(&bytes, declared.as_deref(), &file_name).map_err(PutError::Refused)?;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let path = path_in(&root, &sha);
+            if !path.exists() {
+                write_new(&root, &path, &bytes).map_err(PutError::Io)?;
+            }
+            Ok((found, sha))
+        })
+        .await
+        .map_err(|e| PutError::Io(std::io::Error::other(e)))?
     }
 
     /// Removes the files among `digests` that no row uses any more.

@@ -129,6 +129,87 @@ impl Bus {
     }
 }
 
+/// Whose WebSocket it is, for the per-owner cap and revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketOwner {
+    User(i64),
+    ApiKey(i64),
+}
+
+impl SocketOwner {
+    pub fn of(p: &crate::domain::Principal) -> SocketOwner {
+        match p.kind {
+            crate::domain::PrincipalKind::User(id) => SocketOwner::User(id),
+            crate::domain::PrincipalKind::ApiKey(id) => SocketOwner::ApiKey(id),
+        }
+    }
+}
+
+/// The open WebSockets of each owner: at most `server.max_sockets_per_user`
+/// each, and a way to close them all when the owner's credentials are
+/// revoked (deactivation, deletion, a role or password change).
+#[derive(Default)]
+pub struct Sockets {
+    owners: DashMap<SocketOwner, (usize, Arc<tokio::sync::watch::Sender<()>>)>,
+}
+
+impl Sockets {
+    /// A place for one more socket of `owner`, or `None` at `max`.
+    pub fn open(self: &Arc<Self>, owner: SocketOwner, max: usize) -> Option<SocketTicket> {
+        let mut entry = self
+            .owners
+            .entry(owner)
+            .or_insert_with(|| (0, Arc::new(tokio::sync::watch::channel(()).0)));
+        if entry.0 >= max {
+            return None;
+        }
+        entry.0 += 1;
+        let revoked = entry.1.subscribe();
+        Some(SocketTicket {
+            sockets: self.clone(),
+            owner,
+            revoked,
+        })
+    }
+
+    /// Closes every open socket of user `user_id`.
+    pub fn revoke(&self, owner: SocketOwner) {
+        if let Some(entry) = self.owners.get(&owner) {
+            entry.1.send_replace(());
+        }
+    }
+
+    /// Open sockets of `owner`.
+    pub fn count(&self, owner: SocketOwner) -> usize {
+        self.owners.get(&owner).map_or(0, |e| e.0)
+    }
+}
+
+/// One open socket's place; dropping it frees the place.
+pub struct SocketTicket {
+    sockets: Arc<Sockets>,
+    owner: SocketOwner,
+    revoked: tokio::sync::watch::Receiver<()>,
+}
+
+impl SocketTicket {
+    /// Completes when the owner's credentials are revoked.
+    pub async fn revoked(&mut self) {
+        if self.revoked.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for SocketTicket {
+    fn drop(&mut self) {
+        self.sockets.owners.remove_if_mut(&self.owner, |_, entry| {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.0 == 0
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +240,26 @@ mod tests {
         drop((fast, slow));
         bus.sweep();
         assert!(bus.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sockets_are_capped_per_owner_and_revoked_together() {
+        let sockets = Arc::new(Sockets::default());
+        let owner = SocketOwner::User(7);
+        let mut first = sockets.open(owner, 2).expect("first");
+        let second = sockets.open(owner, 2).expect("second");
+        assert!(sockets.open(owner, 2).is_none(), "third is over the cap");
+        assert!(
+            sockets.open(SocketOwner::User(8), 2).is_some(),
+            "others are separate"
+        );
+        drop(second);
+        assert_eq!(sockets.count(owner), 1);
+        sockets.revoke(owner);
+        tokio::time::timeout(std::time::Duration::from_secs(1), first.revoked())
+            .await
+            .expect("revocation reaches the open socket");
+        drop(first);
+        assert_eq!(sockets.count(owner), 0);
     }
 }

@@ -16,8 +16,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::api::rate_limit::{RateLimiter, unix_now};
-use crate::auth::{Passwords, Tokens, generate_secret, load_or_create_secret_file};
+use crate::auth::{Passwords, TokenError, Tokens, generate_secret, load_or_create_secret_file};
 use crate::config::{Config, DatabaseKind};
+use crate::domain::Principal;
 use crate::store::Db;
 use crate::telemetry;
 
@@ -42,6 +43,10 @@ pub struct Inner {
     pub plugins: Arc<crate::plugins::Plugins>,
     /// Events for the WebSockets.
     pub bus: crate::realtime::Bus,
+    /// Open WebSockets per user and API key.
+    pub sockets: Arc<crate::realtime::Sockets>,
+    /// Upload bytes being received, over all clients.
+    pub uploads: crate::files::UploadBudget,
     /// Attachment bytes under the data dir.
     pub files: crate::files::FileStore,
     /// Knowledge, FAQs, memories and the answer pipeline.
@@ -72,6 +77,12 @@ impl AppState {
     /// Connects to the database, applies migrations, makes sure the default
     /// organization exists and loads (or creates) the JWT secret.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {
+        crate::files::private_dir(&config.storage.data_dir).with_context(|| {
+            format!(
+                "creating the data directory {}",
+                config.storage.data_dir.display()
+            )
+        })?;
         let db = Db::connect(&config.database).await.with_context(|| {
             format!(
                 "connecting to the database ({})",
@@ -98,6 +109,7 @@ impl AppState {
             .context("loading the plugins")?
         };
         let files = crate::files::FileStore::new(&config.storage.data_dir);
+        let config_upload_budget = config.server.upload_budget_bytes;
         let plugins = Arc::new(plugins);
         let assistant = {
             let dir = config.storage.data_dir.clone();
@@ -136,10 +148,49 @@ impl AppState {
             health: Default::default(),
             plugins,
             bus: Default::default(),
+            sockets: Default::default(),
+            uploads: crate::files::UploadBudget::new(config_upload_budget),
             files,
             assistant,
             key_use: DashMap::new(),
         })))
+    }
+
+    /// Checks a bearer token: its signature and claims (remembered), then,
+    /// at most every [`crate::auth::RECHECK_EVERY`] per token, its user's
+    /// record, so that a deactivated, deleted, demoted or re-passworded
+    /// user's tokens stop working without a database read per request.
+    pub async fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<Principal, TokenError>, crate::store::StoreError> {
+        let v = match self.tokens.verify(token) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !v.needs_check() {
+            return Ok(Ok(v.principal));
+        }
+        let Some(user_id) = v.principal.user_id() else {
+            return Ok(Err(TokenError::Invalid));
+        };
+        let now = self.db.token_state(user_id).await?;
+        if crate::auth::still_valid(&v, now.as_ref()) {
+            self.tokens.checked(token);
+            Ok(Ok(v.principal))
+        } else {
+            self.tokens.forget(token);
+            Ok(Err(TokenError::Invalid))
+        }
+    }
+
+    /// Ends user `user_id`'s tokens and open sockets on this node at once
+    /// (call after the change that bumped its token generation; other
+    /// nodes notice within [`crate::auth::RECHECK_EVERY`]).
+    pub fn revoke_user(&self, user_id: i64) {
+        self.tokens.forget_user(user_id);
+        self.sockets
+            .revoke(crate::realtime::SocketOwner::User(user_id));
     }
 
     /// Records that API key `id` was used, writing `last_used_at` at most
@@ -302,15 +353,26 @@ pub async fn serve(
 /// Accepts connections until `stop` turns true, then waits for the open
 /// ones to finish their in-flight requests.
 ///
-/// Hand-written rather than `axum::serve` for two limits a public server
-/// needs: a deadline for a request's headers to arrive (without one, a client
-/// trickling bytes holds its connection forever) and a cap on open
-/// connections (past it, new ones are closed at once).
+/// Hand-written rather than `axum::serve` for the limits a public server
+/// needs:
+///
+/// - a connection that sends nothing is closed after
+///   `server.header_read_timeout` (hyper's own header deadline starts only
+///   at the first byte), one that trickles its headers by hyper's deadline;
+/// - a connection with no request in flight for `server.idle_timeout` is
+///   closed, HTTP/2 included (HTTP/2 also pings, so a peer that vanished is
+///   noticed);
+/// - open connections are capped in all (`server.max_connections`) and per
+///   client address (`server.max_connections_per_address`; trusted proxies
+///   are exempt), so one address cannot take every slot.
+///
+/// A WebSocket keeps its connection's slots after the upgrade (see
+/// [`ConnectionSlot`]); its idleness is the socket's own ping/pong.
 async fn accept_loop(
     listener: TcpListener,
     app: axum::Router,
     config: crate::config::ServerConfig,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -321,9 +383,14 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let addresses = Arc::new(Addresses::default());
+    let mut stop_accepting = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -335,38 +402,229 @@ async fn accept_loop(
                     continue;
                 }
             },
-            () = async { drop(stop.wait_for(|stop| *stop).await) } => break,
+            () = async { drop(stop_accepting.wait_for(|stop| *stop).await) } => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics::counter!("http_connections_refused_total").increment(1);
+            metrics::counter!("http_connections_refused_total", "reason" => "total").increment(1);
             tracing::warn!(
                 max = config.max_connections,
                 "connection limit reached; closing a new connection"
             );
             continue;
         };
+        let ip = peer.ip().to_canonical();
+        let address = if config.trusted_proxies.contains(&ip) {
+            None
+        } else {
+            match addresses.take(ip, config.max_connections_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!("http_connections_refused_total", "reason" => "address")
+                        .increment(1);
+                    tracing::debug!(%ip, "per-address connection limit reached");
+                    continue;
+                }
+            }
+        };
+        let slot = Arc::new(ConnectionSlot {
+            _permit: permit,
+            _address: address,
+        });
         let _ = stream.set_nodelay(true);
-        let service = tower::ServiceBuilder::new()
-            .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req
-            })
-            .service(app.clone());
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let slot = slot.clone();
+            let activity = activity.clone();
+            tower::ServiceBuilder::new()
+                .map_future(move |response| {
+                    let busy = activity.begin();
+                    async move {
+                        let response = response.await;
+                        drop(busy);
+                        response
+                    }
+                })
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req.extensions_mut().insert(slot.clone());
+                    req
+                })
+                .service(app.clone())
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        let timeouts = (config.header_read_timeout, config.idle_timeout);
+        tokio::spawn(watch_connection(
+            connection,
+            activity,
+            timeouts,
+            stop.clone(),
+            slot,
+        ));
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection task holds a permit until it ends.
+    let _ = permits
+        .acquire_many(u32::try_from(config.max_connections).unwrap_or(u32::MAX))
+        .await;
     Ok(())
+}
+
+/// Drives one connection, closing it gracefully when it has been idle too
+/// long (`timeouts`: before the first request, and between requests) or the
+/// server stops.
+async fn watch_connection<C>(
+    connection: C,
+    activity: Arc<Activity>,
+    (first, between): (Duration, Duration),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    slot: Arc<ConnectionSlot>,
+) where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulShutdown,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    loop {
+        let deadline = activity.idle_deadline(first, between);
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = tokio::time::sleep_until(deadline), if !closing => {
+                if activity.is_idle(first, between) {
+                    metrics::counter!("http_connections_idle_closed_total").increment(1);
+                    connection.as_mut().shutdown_gracefully();
+                    closing = true;
+                }
+            }
+            _ = stop.wait_for(|stop| *stop), if !closing => {
+                connection.as_mut().shutdown_gracefully();
+                closing = true;
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// The one method of hyper-util's connections [`watch_connection`] needs.
+trait GracefulShutdown {
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulShutdown
+    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shutdown_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// What a connection holds while it is open: its place under
+/// `server.max_connections` and under its address's cap. Requests carry a
+/// clone, so a WebSocket handler keeps the slot for the socket's life after
+/// the HTTP connection hands it over.
+pub struct ConnectionSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct Addresses(DashMap<std::net::IpAddr, usize>);
+
+impl Addresses {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.0.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            addresses: self.clone(),
+            ip,
+        })
+    }
+}
+
+struct AddressSlot {
+    addresses: Arc<Addresses>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.addresses.0.remove_if_mut(&self.ip, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    opened: tokio::time::Instant,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds after `opened` that the last request ended; `u64::MAX`
+    /// before any request.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+/// A request in flight; dropping it records when it ended.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: tokio::time::Instant::now(),
+            in_flight: 0.into(),
+            last_ms: u64::MAX.into(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle too long if nothing happens
+    /// (with a request in flight: look again one `between` later).
+    fn idle_deadline(&self, first: Duration, between: Duration) -> tokio::time::Instant {
+        use std::sync::atomic::Ordering;
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return tokio::time::Instant::now() + between;
+        }
+        match self.last_ms.load(Ordering::Relaxed) {
+            u64::MAX => self.opened + first,
+            ms => self.opened + Duration::from_millis(ms) + between,
+        }
+    }
+
+    fn is_idle(&self, first: Duration, between: Duration) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0
+            && self.idle_deadline(first, between) <= tokio::time::Instant::now()
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.last_ms.store(ms, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

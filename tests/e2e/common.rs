@@ -274,6 +274,19 @@ impl Gateway {
         None
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and hands
+    /// back its data dir and database.
+    pub fn crash(mut self) -> (tempfile::TempDir, TestDb) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.take()
+    }
+
     /// Stops the process and hands back its data dir and database.
     pub fn stop(mut self) -> (tempfile::TempDir, TestDb) {
         self.terminate();
@@ -281,6 +294,10 @@ impl Gateway {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        self.take()
+    }
+
+    fn take(&mut self) -> (tempfile::TempDir, TestDb) {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
         let placeholder = TestDb {
             kind: self.db.kind,

@@ -34,7 +34,7 @@ fn config_errors_are_one_clear_line() {
     let cases = [
         (
             "[server]\nbnd = \"127.0.0.1:1\"\n",
-            "error: bad.toml:2:1: server.bnd: unknown key, expected one of `bind`, `trusted_proxies`, `cors_origins`, `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`, `header_read_timeout_secs`, `max_connections`\n",
+            "error: bad.toml:2:1: server.bnd: unknown key, expected one of `bind`, `trusted_proxies`, `cors_origins`, `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`, `header_read_timeout_secs`, `max_connections`, `max_connections_per_address`, `idle_timeout_secs`, `max_sockets_per_user`, `upload_budget_bytes`\n",
         ),
         (
             "[server]\nrequest_timeout_secs = \"soon\"\n",

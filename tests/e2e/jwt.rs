@@ -11,7 +11,7 @@ use crate::common::{Gateway, JWT_SECRET, databases};
 
 fn claims(sub: i64, exp_offset: i64, iss: &str, aud: &str) -> Value {
     let now = chrono::Utc::now().timestamp();
-    json!({"sub": sub.to_string(), "iss": iss, "aud": aud, "iat": now, "exp": now + exp_offset, "org": 1, "role": "admin"})
+    json!({"sub": sub.to_string(), "iss": iss, "aud": aud, "iat": now, "exp": now + exp_offset, "org": 1, "role": "customer"})
 }
 
 fn sign(alg: Algorithm, secret: &str, claims: &Value) -> String {
@@ -120,7 +120,7 @@ async fn forged_and_stale_tokens_are_rejected() {
 
     // Missing claims.
     let now = chrono::Utc::now().timestamp();
-    let no_exp = json!({"sub": id.to_string(), "iss": "gateway", "aud": "gateway", "iat": now, "org": 1, "role": "admin"});
+    let no_exp = json!({"sub": id.to_string(), "iss": "gateway", "aud": "gateway", "iat": now, "org": 1, "role": "customer"});
     let (status, _) = me(sign(Algorithm::HS256, JWT_SECRET, &no_exp)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no exp");
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod abuse;
 mod answers;
 mod assistant;
 mod attachments;
@@ -11,6 +12,7 @@ mod chat;
 mod cli;
 mod config_errors;
 mod core;
+mod crash;
 mod errors;
 mod jwt;
 mod openai;

@@ -514,3 +514,104 @@ async fn signed_incoming_webhooks() {
         "another organization's webhook cannot reach this ticket"
     );
 }
+
+/// Delivers `body` as it is, signed over `"<ts>." + body` when `ts` is
+/// given; answers the status and JSON body.
+async fn deliver_raw(gw: &Gateway, secret: &str, ts: Option<i64>, body: String) -> (u16, Value) {
+    let signed = match ts {
+        Some(ts) => format!("{ts}.{body}"),
+        None => body.clone(),
+    };
+    let mut req = gw
+        .http
+        .post(gw.url("/v1/webhooks/incoming"))
+        .header("content-type", "application/json")
+        .header("X-Signature", sign(secret, signed.as_bytes()));
+    if let Some(ts) = ts {
+        req = req.header("X-Webhook-Timestamp", ts.to_string());
+    }
+    let r = req.body(body).send().await.expect("send");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn incoming_webhooks_resist_replays_and_cross_tenant_writes() {
+    let other_secret = "the-other-orgs-own-secret";
+    let default_secret = "the-default-orgs-own-key";
+    let gw = Gateway::start_with(crate::common::Options::new(databases()[0]).toml(&format!(
+        "[webhooks.incoming_secrets]\nother = \"{other_secret}\"\ndefault = \"{default_secret}\""
+    )))
+    .await;
+    let c = cast(&gw).await;
+    let created = |org: Value| json!({ "event": "ticket.created", "organization": org, "data": { "title": "From the CRM" } });
+
+    // An organization's own key writes into that organization only.
+    let (status, _) = deliver(&gw, other_secret, created(json!("other"))).await;
+    assert_eq!(status, 200);
+    let (status, e) = deliver(&gw, other_secret, created(Value::Null)).await;
+    assert_eq!((status, e), (401, json!({ "detail": "Invalid signature" })));
+    let (status, _) = deliver(&gw, default_secret, created(json!("other"))).await;
+    assert_eq!(status, 401);
+    // organization is a slug string or nothing.
+    for bad in [
+        json!(1),
+        json!(true),
+        json!({ "slug": "other" }),
+        json!("Not A Slug"),
+    ] {
+        let (status, e) = deliver(&gw, default_secret, created(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {e}");
+        assert!(e["detail"].is_string(), "{e}");
+    }
+
+    // A delivery id is handled once; a repeat answers the first outcome.
+    let once =
+        json!({ "event": "ticket.created", "id": "crm-evt-1", "data": { "title": "Only once" } });
+    let (status, first) = deliver(&gw, default_secret, once.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = deliver(&gw, default_secret, once).await;
+    assert_eq!((status, &again), (200, &first));
+    let (_, list) = call(&gw, &c.agent, Method::GET, "/v1/tickets?limit=100", None).await;
+    let copies = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|t| t["title"] == "Only once")
+        .count();
+    assert_eq!(copies, 1);
+    let (status, _) = deliver(
+        &gw,
+        default_secret,
+        json!({ "event": "ticket.created", "id": "x".repeat(201), "data": { "title": "t" } }),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // A signed timestamp must be fresh, and signed.
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({ "event": "ticket.created", "data": { "title": "Timed" } }).to_string();
+    let (status, e) = deliver_raw(&gw, default_secret, Some(now), body.clone()).await;
+    assert_eq!(status, 200, "{e}");
+    let (status, _) = deliver_raw(&gw, default_secret, Some(now - 3600), body.clone()).await;
+    assert_eq!(status, 401, "an hour-old delivery is a replay");
+    let r = gw
+        .http
+        .post(gw.url("/v1/webhooks/incoming"))
+        .header("X-Signature", sign(default_secret, body.as_bytes()))
+        .header("X-Webhook-Timestamp", now.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401, "the timestamp must be under the signature");
+
+    // Too large: 413 in 004's shape.
+    let huge = json!({ "event": "ticket.created", "data": { "title": "t", "description": "d".repeat(300 * 1024) } });
+    let (status, e) = deliver(&gw, default_secret, huge).await;
+    assert_eq!(status, 413, "{e}");
+    assert!(e["detail"].is_string(), "{e}");
+
+    // customer_email names a customer, never one of the staff.
+    let (status, e) = deliver(&gw, default_secret, json!({ "event": "ticket.created", "data": { "title": "t", "customer_email": "agnes@example.com" } })).await;
+    assert_eq!(status, 400, "{e}");
+}

@@ -12,6 +12,8 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
+mod hardening;
+
 /// A gateway in this process: its state and its router.
 struct App {
     state: AppState,
@@ -62,6 +64,12 @@ impl App {
             None => request.body(Body::empty()),
         }
         .expect("request");
+        self.send(request).await
+    }
+
+    /// Sends a built request; answers the status and the JSON body (or the
+    /// text as a JSON string).
+    async fn send(&self, request: Request<Body>) -> (u16, Value) {
         let response = self
             .router
             .clone()
@@ -82,6 +90,26 @@ impl App {
         )
     }
 
+    /// Sends a body of `content_type` as it is; answers like [`App::call`].
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        self.send(request.body(Body::from(body)).expect("request"))
+            .await
+    }
+
     /// Registers `username` as a customer and answers its token.
     async fn customer(&self, username: &str) -> String {
         let (s, v) = self
@@ -99,7 +127,21 @@ impl App {
 
     /// Creates `username` as an agent of the default organization.
     async fn agent(&self, username: &str) -> String {
-        let org = self.state.default_org_id;
+        self.staff(
+            username,
+            self.state.default_org_id,
+            gateway::domain::Role::Agent,
+        )
+        .await
+    }
+
+    /// Creates `username` as an admin of organization `org`.
+    async fn admin(&self, username: &str, org: i64) -> String {
+        self.staff(username, org, gateway::domain::Role::Admin)
+            .await
+    }
+
+    async fn staff(&self, username: &str, org: i64, role: gateway::domain::Role) -> String {
         let hash = self
             .state
             .passwords
@@ -114,7 +156,7 @@ impl App {
                 email: format!("{username}@example.com"),
                 full_name: None,
                 password_hash: hash,
-                role: gateway::domain::Role::Agent,
+                role,
             })
             .await
             .expect("agent");

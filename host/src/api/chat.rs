@@ -175,6 +175,8 @@ pub struct ChatMessage {
     /// knowledge passages, `faq-<id>` FAQs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     sources: Vec<String>,
+    /// An internal note: staff see it, the customer never does.
+    is_internal: bool,
 }
 
 /// A file in the union of 000's and 001's fields.
@@ -254,6 +256,7 @@ impl ChatMessage {
             sender_type: m.sender_kind.as_str(),
             sender_id: m.sender_id.map(|id| id.to_string()),
             sources: m.reply.sources.clone(),
+            is_internal: m.is_internal,
         }
     }
 }

@@ -18,14 +18,45 @@ pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// An id as clients send it: positive decimal digits, else nothing.
+/// An id as clients send it, else nothing. An id has one spelling: decimal
+/// digits without a sign, a leading zero or spaces (`01`, `+1` and ` 1`
+/// name nothing, so that one record is never reachable under two names).
 pub(crate) fn id_of(text: &str) -> Option<i64> {
-    text.trim().parse::<i64>().ok().filter(|n| *n > 0)
+    let canonical =
+        !text.is_empty() && !text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| text.parse::<i64>().ok()).flatten()
 }
 
 /// A path id, else the thing does not exist (404 naming `what`).
 pub(crate) fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
     id_of(text).ok_or_else(|| ApiError::not_found(format!("{what} not found")))
+}
+
+/// The last page a client may ask for: beyond it `(page - 1) * limit`
+/// could overflow, and no list is that long.
+pub const PAGE_MAX: i64 = 1_000_000;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_have_one_spelling() {
+        assert_eq!(super::id_of("1"), Some(1));
+        assert_eq!(super::id_of("9223372036854775807"), Some(i64::MAX));
+        for other in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1.0",
+            "9223372036854775808",
+            "１",
+        ] {
+            assert_eq!(super::id_of(other), None, "{other:?}");
+        }
+    }
 }
 
 /// `page` (from 1) and `limit` (1 to 100) query parameters, as text so
@@ -47,9 +78,9 @@ impl Paging {
         let page = whole(
             self.page.as_deref(),
             1,
-            1..=i64::MAX,
+            1..=PAGE_MAX,
             "page",
-            "must be a whole number from 1",
+            "must be a whole number from 1 to 1000000",
             &mut errors,
         );
         let limit = whole(
@@ -117,15 +148,107 @@ pub(crate) const PING_EVERY: std::time::Duration = std::time::Duration::from_sec
 pub(crate) const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A WebSocket handshake as handlers receive it (a rejection is answered in
-/// the dialect's shape by [`handshake`]).
-pub(crate) type Upgrade = Result<
-    axum::extract::WebSocketUpgrade,
-    axum::extract::ws::rejection::WebSocketUpgradeRejection,
->;
+/// the dialect's shape by [`handshake`]), with the connection's slot, which
+/// the socket keeps for its life.
+pub(crate) struct Upgrade {
+    ws: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+    slot: Option<std::sync::Arc<crate::server::ConnectionSlot>>,
+}
 
-/// The upgrade, or a 400 when the request is not a WebSocket handshake.
-pub(crate) fn handshake(upgrade: Upgrade) -> Result<axum::extract::WebSocketUpgrade, ApiError> {
-    upgrade.map_err(|_| ApiError::validation("Expected a WebSocket handshake"))
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Upgrade {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let slot = parts
+            .extensions
+            .get::<std::sync::Arc<crate::server::ConnectionSlot>>()
+            .cloned();
+        let ws = axum::extract::WebSocketUpgrade::from_request_parts(parts, state).await;
+        Ok(Upgrade { ws, slot })
+    }
+}
+
+/// What a socket's clients may send, which sets its transport limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// The server talks, the client only answers pings (001, 004, the 003
+    /// staff feed): client messages are tiny.
+    Listen,
+    /// 003's customer `/ws`: frames up to `max` bytes (an `audio` clip).
+    Converse { max: usize },
+}
+
+/// Client frames of a [`Protocol::Listen`] socket are at most this long.
+const LISTEN_MAX: usize = 8 * 1024;
+
+/// An accepted handshake: the socket's transport limits set, its owner's
+/// place taken.
+pub(crate) struct Accepted {
+    ws: axum::extract::WebSocketUpgrade,
+    slot: Option<std::sync::Arc<crate::server::ConnectionSlot>>,
+    pub(crate) ticket: crate::realtime::SocketTicket,
+}
+
+impl Accepted {
+    /// Answers the handshake; `run` gets the socket and the owner's place.
+    pub(crate) fn on_upgrade<F, Fut>(self, run: F) -> axum::response::Response
+    where
+        F: FnOnce(axum::extract::ws::WebSocket, crate::realtime::SocketTicket) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Accepted { ws, slot, ticket } = self;
+        ws.on_upgrade(move |socket| async move {
+            run(socket, ticket).await;
+            drop(slot);
+        })
+    }
+}
+
+/// The upgrade with `protocol`'s limits, or a 400 when the request is not a
+/// WebSocket handshake, or a 429 when `p` has
+/// `server.max_sockets_per_user` sockets open already.
+///
+/// Every socket reads into small buffers (a few KiB; the library's default
+/// of 128 KiB a socket would make 10,000 idle sockets cost over 1 GiB),
+/// flushes each frame as it is written, and stops a client that does not
+/// read once 1 MiB waits for it.
+pub(crate) fn handshake(
+    state: &AppState,
+    upgrade: Upgrade,
+    p: &Principal,
+    protocol: Protocol,
+) -> Result<Accepted, ApiError> {
+    let ws = upgrade
+        .ws
+        .map_err(|_| ApiError::validation("Expected a WebSocket handshake"))?;
+    let max = match protocol {
+        Protocol::Listen => LISTEN_MAX,
+        Protocol::Converse { max } => max,
+    };
+    let ws = ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024);
+    let limit = state.config.server.max_sockets_per_user;
+    let ticket = state
+        .sockets
+        .open(crate::realtime::SocketOwner::of(p), limit)
+        .ok_or_else(|| ApiError::too_many_sockets(limit))?;
+    Ok(Accepted {
+        ws,
+        slot: upgrade.slot,
+        ticket,
+    })
 }
 
 /// Answers a handshake with a socket that follows conversation
@@ -134,20 +257,21 @@ pub(crate) fn handshake(upgrade: Upgrade) -> Result<axum::extract::WebSocketUpgr
 pub(crate) fn follow(
     state: &AppState,
     upgrade: Upgrade,
+    p: &Principal,
     conversation_id: i64,
     audience: Audience,
     render: impl Fn(&Event) -> Option<String> + Send + 'static,
 ) -> Result<axum::response::Response, ApiError> {
-    let upgrade = handshake(upgrade)?;
+    let accepted = handshake(state, upgrade, p, Protocol::Listen)?;
     let events = state
         .bus
         .subscribe(crate::realtime::Topic::Conversation(conversation_id));
-    Ok(upgrade.on_upgrade(move |socket| relay(socket, events, audience, render)))
+    Ok(accepted.on_upgrade(move |socket, ticket| relay(socket, ticket, events, audience, render)))
 }
 
 /// The principal of a WebSocket handshake: `Authorization: Bearer` (checked
 /// by the middleware) or a `token` query parameter.
-pub(crate) fn socket_principal(
+pub(crate) async fn socket_principal(
     state: &AppState,
     auth: Result<Auth, ApiError>,
     token: Option<&str>,
@@ -155,18 +279,19 @@ pub(crate) fn socket_principal(
     match (auth, token) {
         (Ok(Auth(p)), _) => Ok(p),
         (Err(_), Some(token)) => state
-            .tokens
-            .verify(token)
+            .verify_token(token)
+            .await?
             .map_err(|_| ApiError::unauthorized("Could not validate credentials")),
         (Err(e), None) => Err(e),
     }
 }
 
 /// Forwards bus events, as `audience` sees them, to one client until it
-/// leaves, falls behind, stops answering pings, or takes too long to accept
-/// a frame.
+/// leaves, falls behind, stops answering pings, takes too long to accept a
+/// frame, or its credentials are revoked.
 pub(crate) async fn relay(
     mut socket: axum::extract::ws::WebSocket,
+    mut ticket: crate::realtime::SocketTicket,
     mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::realtime::Delivery>>,
     audience: Audience,
     render: impl Fn(&Event) -> Option<String>,
@@ -194,6 +319,10 @@ pub(crate) async fn relay(
                 }
                 Err(RecvError::Closed) => break,
             },
+            () = ticket.revoked() => {
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(revoked_close())))).await;
+                break;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
                 // Pongs, pings (answered by the library) and client text,
@@ -212,4 +341,12 @@ pub(crate) async fn relay(
         }
     }
     metrics::gauge!("websocket_connections").decrement(1.0);
+}
+
+/// The close frame of a socket whose credentials were revoked.
+pub(crate) fn revoked_close() -> axum::extract::ws::CloseFrame {
+    axum::extract::ws::CloseFrame {
+        code: 1008,
+        reason: "credentials revoked".into(),
+    }
 }

@@ -160,6 +160,24 @@ impl ApiError {
         Self::new(ErrorCode::ServiceUnavailable, message)
     }
 
+    /// A 429 for a handshake beyond `server.max_sockets_per_user`.
+    pub fn too_many_sockets(limit: usize) -> Self {
+        Self::new(
+            ErrorCode::RateLimitExceeded,
+            format!("Too many open WebSockets: at most {limit} per user; close one first"),
+        )
+        .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(5))
+    }
+
+    /// A 503 for work refused while a shared budget is spent, with
+    /// `Retry-After`.
+    pub fn busy(message: impl Into<String>, retry_after_s: u64) -> Self {
+        Self::new(ErrorCode::ServiceUnavailable, message).with_header(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_s),
+        )
+    }
+
     /// A 500. The message is fixed so that nothing internal leaks; log the
     /// cause before returning this.
     pub fn internal() -> Self {
@@ -233,13 +251,18 @@ impl ApiError {
                     .fields
                     .iter()
                     .map(|f| {
-                        let mut loc = vec![Value::from("body")];
-                        loc.extend(f.field.split('.').filter(|part| !part.is_empty()).map(
-                            |part| match part.parse::<u64>() {
+                        // Fields named `query.<name>` are query parameters.
+                        let (root, path) = match f.field.strip_prefix("query.") {
+                            Some(name) => ("query", name),
+                            None => ("body", f.field.as_str()),
+                        };
+                        let mut loc = vec![Value::from(root)];
+                        loc.extend(path.split('.').filter(|part| !part.is_empty()).map(|part| {
+                            match part.parse::<u64>() {
                                 Ok(n) => Value::from(n),
                                 Err(_) => Value::from(part),
-                            },
-                        ));
+                            }
+                        }));
                         json!({ "loc": loc, "msg": f.message, "type": f.kind })
                     })
                     .collect();

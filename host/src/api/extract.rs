@@ -84,6 +84,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         let looks_like_json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         if is_form && !looks_like_json {
             let map = form_urlencoded_pairs(&bytes);
+            refuse_nul(&map)?;
             return Ok(Body(map));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -94,7 +95,14 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             )]));
         }
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Body(map)),
+            Ok(Value::Object(map)) => {
+                // Raw NUL bytes are not valid JSON; only the escape can
+                // bring one in, so most bodies are never walked.
+                if bytes.windows(6).any(|w| w == br"\u0000") {
+                    refuse_nul(&map)?;
+                }
+                Ok(Body(map))
+            }
             Ok(_) => Err(ApiError::invalid_fields(vec![FieldError::new(
                 "",
                 "value is not a valid dict",
@@ -107,6 +115,56 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             )])),
         }
     }
+}
+
+/// The NUL character (U+0000) has no place in any text the gateway keeps,
+/// and PostgreSQL cannot store it: a body that carries one, in any key or
+/// value at any depth, is refused as invalid on both databases alike.
+pub fn refuse_nul(map: &Map<String, Value>) -> Result<(), ApiError> {
+    fn walk(value: &Value, path: &str, found: &mut Option<String>) {
+        match value {
+            Value::String(s) if s.contains('\0') => *found = Some(path.to_owned()),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{path}.{i}"), found);
+                }
+            }
+            Value::Object(map) => walk_map(map, path, found),
+            _ => {}
+        }
+    }
+    fn walk_map(map: &Map<String, Value>, path: &str, found: &mut Option<String>) {
+        for (k, v) in map {
+            if found.is_some() {
+                return;
+            }
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                *found = Some(here);
+                return;
+            }
+            walk(v, &here, found);
+        }
+    }
+    let mut found = None;
+    walk_map(map, "", &mut found);
+    match found {
+        Some(field) => Err(ApiError::invalid_fields(vec![nul_error(field)])),
+        None => Ok(()),
+    }
+}
+
+/// The field error for a NUL character in `field`.
+pub fn nul_error(field: impl Into<String>) -> FieldError {
+    FieldError::new(
+        field,
+        "must not contain the NUL character (U+0000)",
+        "value_error.str.nul",
+    )
 }
 
 fn form_urlencoded_pairs(bytes: &[u8]) -> Map<String, Value> {
@@ -238,8 +296,8 @@ impl<'a> Fields<'a> {
     pub fn optional_id(&mut self, field: &str) -> Option<Option<i64>> {
         match self.map.get(field) {
             None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok_and(|n| n > 0) => {
-                Some(s.trim().parse().ok())
+            Some(Value::String(s)) if super::common::id_of(s).is_some() => {
+                Some(super::common::id_of(s))
             }
             Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n > 0) => Some(n.as_i64()),
             Some(_) => {
@@ -271,6 +329,25 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_is_refused_at_any_depth() {
+        let body = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        assert!(
+            refuse_nul(&body(
+                serde_json::json!({"a": "ok", "b": [1, {"c": "fine"}]})
+            ))
+            .is_ok()
+        );
+        for bad in [
+            serde_json::json!({"username": "a\u{0}b"}),
+            serde_json::json!({"b": [1, {"c": "\u{0}"}]}),
+            serde_json::json!({"k\u{0}": 1}),
+        ] {
+            assert!(refuse_nul(&body(bad)).is_err());
+        }
+        assert!(refuse_nul(&form_urlencoded_pairs(b"username=a%00b")).is_err());
+    }
 
     #[test]
     fn form_decoding() {

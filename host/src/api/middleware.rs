@@ -179,6 +179,11 @@ pub async fn authenticate_and_limit(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let ip = client_ip(peer, req.headers(), &state.config.server.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
+    // A NUL character in a path segment or query parameter: refused like
+    // one in a body (see `extract::refuse_nul`).
+    if let Some(part) = nul_in_uri(req.uri()) {
+        return ApiError::invalid_fields(vec![super::extract::nul_error(part)]).into_response();
+    }
     // Health, metrics and the API description need no principal; the
     // gateway's own API under /api/gateway does.
     if dialect == Dialect::Gateway && !req.uri().path().starts_with("/api/gateway/") {
@@ -188,13 +193,7 @@ pub async fn authenticate_and_limit(
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let api_key = req.headers().get("x-api-key").cloned();
     let limits = &state.config.rate_limits;
-    let dialect_limits = match dialect {
-        Dialect::Chat => &limits.chat,
-        Dialect::Assistant => &limits.assistant,
-        Dialect::Platform => &limits.platform,
-        // The operators' /api/gateway shares 004's limits.
-        Dialect::Tickets | Dialect::Gateway => &limits.tickets,
-    };
+    let dialect_limits = limits_of(limits, dialect);
     // A key lookup reads the database: an address already over its limit
     // gets no more of them (guessed keys are counted against the address).
     if limits.enabled && authorization.is_none() && api_key.is_some() {
@@ -213,18 +212,13 @@ pub async fn authenticate_and_limit(
     };
     req.extensions_mut().insert(authn);
 
-    let decision = if limits.enabled {
-        let (subject, org) = match authn {
-            Authn::Valid(p) => match p.kind {
-                PrincipalKind::User(id) => (Subject::User(id), Some(p.org_id)),
-                PrincipalKind::ApiKey(id) => (Subject::ApiKey(id), Some(p.org_id)),
-            },
-            Authn::Anonymous | Authn::Invalid(_) => (Subject::ip(ip), None),
-        };
-        let rules = Rule::for_limits(dialect_limits, subject, org);
-        state.limiter.check(dialect.name(), &rules, unix_now())
-    } else {
-        None
+    let decision = match authn {
+        Authn::Valid(p) => count_request(&state, dialect, &p),
+        Authn::Anonymous | Authn::Invalid(_) if limits.enabled => {
+            let rules = Rule::for_limits(dialect_limits, Subject::ip(ip), None);
+            state.limiter.check(dialect.name(), &rules, unix_now())
+        }
+        _ => None,
     };
 
     let mut response = match decision {
@@ -241,6 +235,108 @@ pub async fn authenticate_and_limit(
     response
 }
 
+/// Bodies larger than this draw on the upload budget.
+const SMALL_BODY: usize = 64 * 1024;
+/// What a body of unknown length (chunked) is assumed to need.
+const UNKNOWN_BODY: usize = 16 * 1024 * 1024;
+
+/// A refused body is read and discarded up to this many bytes, for at most
+/// this long; past either the connection is closed.
+pub(crate) const DRAIN_MAX: usize = 64 * 1024 * 1024;
+pub(crate) const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub(crate) async fn drain(body: axum::body::Body, max: usize, limit: std::time::Duration) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > max {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Takes a large request body's share of the upload budget
+/// ([`crate::files::UploadBudget`]) for as long as the request is handled;
+/// 503 with `Retry-After` when it does not fit. A JSON body counts twice:
+/// it is held once as text and once parsed (base64 attachments decoded).
+pub async fn upload_budget(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    // The body's own account of its size: exact with a Content-Length,
+    // open-ended when chunked.
+    let hint = req.body().size_hint();
+    let need = match hint.exact() {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => UNKNOWN_BODY,
+    };
+    if need <= SMALL_BODY {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json"));
+    let need = if json { need.saturating_mul(2) } else { need };
+    let Some(share) = state.uploads.take(need) else {
+        metrics::counter!("upload_budget_refused_total").increment(1);
+        // Read the body and throw it away (it costs no memory), so that the
+        // client, still sending, gets the answer instead of a broken pipe.
+        drain(req.into_body(), DRAIN_MAX, DRAIN_FOR).await;
+        return ApiError::busy("Too many uploads are in progress; try again shortly", 2)
+            .into_response();
+    };
+    let response = next.run(req).await;
+    drop(share);
+    response
+}
+
+fn limits_of(limits: &crate::config::RateLimitConfig, dialect: Dialect) -> &crate::config::Limits {
+    match dialect {
+        Dialect::Chat => &limits.chat,
+        Dialect::Assistant => &limits.assistant,
+        Dialect::Platform => &limits.platform,
+        // The operators' /api/gateway shares 004's limits.
+        Dialect::Tickets | Dialect::Gateway => &limits.tickets,
+    }
+}
+
+/// Counts one request of `p` in `dialect`'s windows; `None` when rate
+/// limits are off. WebSocket frames that do work count here too, in the
+/// windows of the REST call they stand for.
+pub fn count_request(
+    state: &AppState,
+    dialect: Dialect,
+    p: &Principal,
+) -> Option<super::rate_limit::Decision> {
+    let limits = &state.config.rate_limits;
+    if !limits.enabled {
+        return None;
+    }
+    let dialect_limits = limits_of(limits, dialect);
+    let subject = match p.kind {
+        PrincipalKind::User(id) => Subject::User(id),
+        PrincipalKind::ApiKey(id) => Subject::ApiKey(id),
+    };
+    let rules = Rule::for_limits(dialect_limits, subject, Some(p.org_id));
+    state.limiter.check(dialect.name(), &rules, unix_now())
+}
+
+/// `path` or `query` when that part of `uri` encodes a NUL character.
+fn nul_in_uri(uri: &axum::http::Uri) -> Option<&'static str> {
+    if uri.path().contains("%00") {
+        Some("path")
+    } else if uri.query().is_some_and(|q| q.contains("%00")) {
+        Some("query")
+    } else {
+        None
+    }
+}
+
 async fn authenticate(
     state: &AppState,
     authorization: Option<HeaderValue>,
@@ -250,7 +346,7 @@ async fn authenticate(
         let Some(token) = value.to_str().ok().and_then(bearer_token) else {
             return Ok(Authn::Invalid("Could not validate credentials"));
         };
-        return Ok(match state.tokens.verify(token) {
+        return Ok(match state.verify_token(token).await? {
             Ok(principal) => Authn::Valid(principal),
             Err(TokenError::Expired) => Authn::Invalid("Token has expired"),
             Err(TokenError::Invalid) => Authn::Invalid("Could not validate credentials"),

@@ -58,8 +58,9 @@ pub struct ValidationErrorList {
 
 #[derive(Serialize, ToSchema)]
 pub struct ValidationErrorItem {
-    /// Where the error is: `["body", "email"]`.
-    #[schema(value_type = Vec<Object>)]
+    /// Where the error is: `["body", "email"]`, `["query", "limit"]`,
+    /// `["body", "attachments", 0]`.
+    #[schema(value_type = Vec<Value>)]
     pub loc: Vec<serde_json::Value>,
     pub msg: String,
     /// pydantic's error type, such as `value_error.missing`.
@@ -81,7 +82,9 @@ pub struct ErrorObject {
     /// `resource_not_found`, `rate_limit_exceeded`, `service_unavailable`, `internal_error`.
     pub code: String,
     pub message: String,
-    #[schema(value_type = Option<Object>)]
+    /// More about the error: the invalid fields (a list) for validation
+    /// errors, a sentence in 003; any JSON value.
+    #[schema(value_type = Option<Value>)]
     pub details: Option<serde_json::Value>,
     /// With `rate_limit_exceeded`: when the window resets (RFC 3339).
     #[serde(rename = "resetAt")]

@@ -86,7 +86,7 @@ pub(crate) async fn customer(
             )),
         },
         Some(u) => {
-            if let Ok(id) = u.parse::<i64>()
+            if let Some(id) = crate::api::common::id_of(u)
                 && let Some(user) = state.db.user_by_id(id).await?
                 && user.org_id == p.org_id
             {
@@ -133,9 +133,9 @@ pub(crate) async fn find_session(
         .await?
     {
         Some(c) => Some(c),
-        None => match session_id.parse::<i64>() {
-            Ok(id) if id > 0 => state.db.conversation(id).await?,
-            _ => None,
+        None => match crate::api::common::id_of(session_id) {
+            Some(id) => state.db.conversation(id).await?,
+            None => None,
         },
     };
     match found {
@@ -227,9 +227,9 @@ pub(crate) async fn check_org(
     let Some(org) = org.map(str::trim).filter(|o| !o.is_empty()) else {
         return Ok(());
     };
-    let named = match org.parse::<i64>() {
-        Ok(id) => state.db.org_by_id(id).await?,
-        Err(_) => state.db.org_by_slug(org).await?,
+    let named = match crate::api::common::id_of(org) {
+        Some(id) => state.db.org_by_id(id).await?,
+        None => state.db.org_by_slug(org).await?,
     };
     match named {
         Some(o) if o.id != p.org_id => Err(ApiError::forbidden(

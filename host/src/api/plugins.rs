@@ -40,20 +40,32 @@ pub struct PluginStatus {
     /// Why the entry did not load.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    /// Calls since start-up, and how many failed.
-    calls: u64,
-    failures: u64,
-    /// The most recent failed call, if any.
+    /// Calls since start-up, and how many failed, over every organization:
+    /// shown to the operator (the default organization's admins and API
+    /// keys) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<u64>,
+    /// The most recent failed call, if any (operator only: it may speak of
+    /// another organization's request).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_failure: Option<String>,
 }
 
 impl PluginStatus {
-    pub fn of(entry: &Entry) -> PluginStatus {
+    /// `entry` as shown to the operator (`operator`) or to another
+    /// organization's admin, who sees no process-wide counters.
+    pub fn of(entry: &Entry, operator: bool) -> PluginStatus {
         let c = entry.config();
         let (state, error, (calls, failures), last_failure) = match entry {
             Entry::Ready(p) => ("ready", None, p.counters(), p.last_failure()),
             Entry::Failed { error, .. } => ("failed", Some(error.clone()), (0, 0), None),
+        };
+        let (calls, failures, last_failure) = if operator {
+            (Some(calls), Some(failures), last_failure)
+        } else {
+            (None, None, None)
         };
         PluginStatus {
             id: c.id.clone(),
@@ -102,7 +114,7 @@ async fn list(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<Plugi
             .plugins
             .entries()
             .iter()
-            .map(PluginStatus::of)
+            .map(|e| PluginStatus::of(e, p.org_id == state.default_org_id))
             .collect(),
     }))
 }
@@ -117,9 +129,19 @@ fn plugin(state: &AppState, id: &str) -> Result<std::sync::Arc<Plugin>, ApiError
     }
 }
 
-/// A failed plugin call as the API answers it: 503 naming the plugin.
+/// A failed plugin call as the API answers it, naming the plugin: 400 when
+/// the request asked the plugin for something it does not do (another
+/// world's function, a function its provider does not offer, input it
+/// refused), else 503.
 pub fn unavailable(e: &PluginError) -> ApiError {
-    ApiError::service_unavailable(e.to_string())
+    use crate::plugins::Failure;
+    use crate::plugins::LlmError;
+    match &e.failure {
+        Failure::WrongWorld(_)
+        | Failure::Provider(LlmError::NotSupported)
+        | Failure::Provider(LlmError::InvalidRequest(_)) => ApiError::validation(e.to_string()),
+        _ => ApiError::service_unavailable(e.to_string()),
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
@@ -187,7 +209,7 @@ pub struct CompleteResponse {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The plugin's answer", body = CompleteResponse),
-        (status = 400, description = "Invalid body"),
+        (status = 400, description = "Invalid body, or a function this plugin does not offer"),
         (status = 404, description = "No such plugin"),
         (status = 503, description = "The plugin failed (trapped, timed out, exceeded its memory, answered garbage or an error) or is not loaded"),
     )
@@ -282,7 +304,7 @@ pub struct EmbedResponse {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "One vector per text", body = EmbedResponse),
-        (status = 400, description = "Invalid body"),
+        (status = 400, description = "Invalid body, or a function this plugin does not offer"),
         (status = 404, description = "No such plugin"),
         (status = 503, description = "The plugin failed or is not loaded"),
     )
@@ -331,9 +353,9 @@ pub struct TranscribeResponse {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "What was said", body = TranscribeResponse),
-        (status = 400, description = "No audio, or no format"),
+        (status = 400, description = "No audio, no format, or a plugin that does not transcribe"),
         (status = 404, description = "No such plugin"),
-        (status = 503, description = "The plugin failed, cannot transcribe, or is not loaded"),
+        (status = 503, description = "The plugin failed or is not loaded"),
     )
 )]
 async fn transcribe(

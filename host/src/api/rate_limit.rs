@@ -26,6 +26,9 @@ pub enum Subject {
     Org(i64),
     /// Login attempts naming this (lower-cased) username or email.
     LoginName(String),
+    /// Login attempts on this account, by whichever name: its username and
+    /// its email share one window.
+    LoginAccount(i64),
     LoginIp(IpAddr),
 }
 

@@ -28,11 +28,26 @@ pub struct RawConfig {
     pub plugins: Option<Vec<super::plugins::RawPlugin>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawWebhooks {
-    /// The HMAC-SHA256 key of 004's incoming webhook; empty: switched off.
+    /// The operator's HMAC-SHA256 key of 004's incoming webhook, good for
+    /// every organization; empty: none.
     pub incoming_secret: String,
+    /// Each organization's own key, by slug: good for that organization only.
+    pub incoming_secrets: HashMap<String, String>,
+    /// How far a signed `X-Webhook-Timestamp` may be from now.
+    pub tolerance_secs: u64,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        Self {
+            incoming_secret: String::new(),
+            incoming_secrets: HashMap::new(),
+            tolerance_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +63,10 @@ pub struct RawServer {
     pub max_body_bytes: u64,
     pub header_read_timeout_secs: u64,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub idle_timeout_secs: u64,
+    pub max_sockets_per_user: usize,
+    pub upload_budget_bytes: u64,
 }
 
 impl Default for RawServer {
@@ -61,6 +80,10 @@ impl Default for RawServer {
             max_body_bytes: 1024 * 1024,
             header_read_timeout_secs: 10,
             max_connections: 10_000,
+            max_connections_per_address: 256,
+            idle_timeout_secs: 75,
+            max_sockets_per_user: 16,
+            upload_budget_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -86,6 +109,8 @@ pub struct RawDatabase {
     pub url: String,
     pub max_connections: u32,
     pub busy_timeout_ms: u64,
+    /// `full` or `normal` (SQLite only).
+    pub synchronous: String,
 }
 
 impl Default for RawDatabase {
@@ -94,6 +119,7 @@ impl Default for RawDatabase {
             url: String::new(),
             max_connections: 16,
             busy_timeout_ms: 5000,
+            synchronous: "full".into(),
         }
     }
 }
@@ -326,6 +352,22 @@ impl RawConfig {
                 ),
             });
         }
+        for (slug, secret) in &self.webhooks.incoming_secrets {
+            if secret.len() < 16 {
+                return Err(ConfigError::new(
+                    source,
+                    Some(&format!("webhooks.incoming_secrets.{slug}")),
+                    "expected at least 16 characters",
+                ));
+            }
+        }
+        if self.webhooks.tolerance_secs == 0 {
+            return Err(ConfigError::new(
+                source,
+                Some("webhooks.tolerance_secs"),
+                "expected a number greater than 0",
+            ));
+        }
         let invalid = |key: &str, message: String| match from_env.iter().find(|(k, _)| *k == key) {
             Some((_, var)) => ConfigError::new("environment", Some(var), message),
             None => ConfigError::new(source, Some(key), message),
@@ -399,6 +441,27 @@ impl RawConfig {
                 source,
                 "server.max_connections",
             )?,
+            max_connections_per_address: nonzero(
+                self.server.max_connections_per_address,
+                source,
+                "server.max_connections_per_address",
+            )?,
+            idle_timeout: Duration::from_secs(nonzero(
+                self.server.idle_timeout_secs,
+                source,
+                "server.idle_timeout_secs",
+            )?),
+            max_sockets_per_user: nonzero(
+                self.server.max_sockets_per_user,
+                source,
+                "server.max_sockets_per_user",
+            )?,
+            upload_budget_bytes: usize::try_from(nonzero(
+                self.server.upload_budget_bytes,
+                source,
+                "server.upload_budget_bytes",
+            )?)
+            .unwrap_or(usize::MAX),
         };
 
         if self.storage.data_dir.trim().is_empty() {
@@ -447,6 +510,16 @@ impl RawConfig {
                 "database.max_connections",
             )?,
             busy_timeout: Duration::from_millis(self.database.busy_timeout_ms),
+            synchronous: match self.database.synchronous.to_ascii_lowercase().as_str() {
+                "full" => super::Synchronous::Full,
+                "normal" => super::Synchronous::Normal,
+                other => {
+                    return Err(invalid(
+                        "database.synchronous",
+                        format!("expected \"full\" or \"normal\", got {other:?}"),
+                    ));
+                }
+            },
         };
 
         let jwt_secret = if self.auth.jwt_secret.is_empty() {
@@ -550,6 +623,8 @@ impl RawConfig {
             plugins,
             webhooks: super::WebhookConfig {
                 incoming_secret: Some(self.webhooks.incoming_secret).filter(|s| !s.is_empty()),
+                incoming_secrets: self.webhooks.incoming_secrets,
+                tolerance: Duration::from_secs(self.webhooks.tolerance_secs),
             },
         })
     }

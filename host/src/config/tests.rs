@@ -148,7 +148,8 @@ fn unknown_key_names_file_and_key() {
     assert_eq!(
         error("[server]\nbnd = \"x\"\n"),
         "gw.toml:2:1: server.bnd: unknown key, expected one of `bind`, `trusted_proxies`, \
-         `cors_origins`, `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`, `header_read_timeout_secs`, `max_connections`"
+         `cors_origins`, `request_timeout_secs`, `shutdown_timeout_secs`, `max_body_bytes`, `header_read_timeout_secs`, `max_connections`, \
+         `max_connections_per_address`, `idle_timeout_secs`, `max_sockets_per_user`, `upload_budget_bytes`"
     );
     let e = error("colour = 1\n");
     assert!(

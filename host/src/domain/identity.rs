@@ -71,6 +71,17 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// Tokens issued under an older generation are refused.
+    pub token_generation: i64,
+}
+
+/// What a token check needs to know of its user now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenState {
+    pub generation: i64,
+    pub is_active: bool,
+    pub role: Role,
+    pub org_id: i64,
 }
 
 /// A user about to be created; the password is already hashed.

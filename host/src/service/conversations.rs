@@ -156,16 +156,24 @@ pub async fn store_file(core: Core<'_>, u: Upload) -> Result<NewAttachment, Serv
             "value_error",
         ));
     }
-    let found = crate::files::inspect(&u.bytes, u.declared_type.as_deref(), &u.file_name)
-        .map_err(|e| ServiceError::invalid("attachments", e, "value_error"))?;
-    let sha256 = core.files.put(&u.bytes).await.map_err(|e| {
-        tracing::error!(error = %e, "could not write a file");
-        ServiceError::Internal("could not write a file")
-    })?;
+    let size = i64::try_from(u.bytes.len()).unwrap_or(i64::MAX);
+    let (found, sha256) = core
+        .files
+        .put(u.bytes, u.declared_type, u.file_name.clone())
+        .await
+        .map_err(|e| match e {
+            crate::files::PutError::Refused(why) => {
+                ServiceError::invalid("attachments", why, "value_error")
+            }
+            crate::files::PutError::Io(e) => {
+                tracing::error!(error = %e, "could not write a file");
+                ServiceError::Internal("could not write a file")
+            }
+        })?;
     Ok(NewAttachment {
         file_name: u.file_name,
         content_type: found.content_type,
-        size: i64::try_from(u.bytes.len()).unwrap_or(i64::MAX),
+        size,
         sha256,
         width: found.width,
         height: found.height,

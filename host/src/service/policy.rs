@@ -55,6 +55,17 @@ pub fn may_delete_file(p: &Principal, uploader_id: Option<i64>) -> bool {
     is_staff(p) || (uploader_id.is_some() && uploader_id == p.user_id())
 }
 
+/// Attaching a file to an existing message: its own sender, or staff for a
+/// message of the organization's side (an agent's, the assistant's, the
+/// system's). Nobody attaches to someone else's customer message.
+pub fn may_attach_to(p: &Principal, m: &crate::domain::conversation::Message) -> bool {
+    use crate::domain::conversation::SenderKind;
+    match m.sender_kind {
+        SenderKind::Customer => !is_staff(p) && m.sender_id.is_some() && m.sender_id == p.user_id(),
+        SenderKind::Agent | SenderKind::Assistant | SenderKind::System => is_staff(p),
+    }
+}
+
 /// Whether a user may be assigned conversations.
 pub fn is_assignable(role: Role) -> bool {
     matches!(role, Role::Agent | Role::Admin)

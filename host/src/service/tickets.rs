@@ -1,7 +1,7 @@
 //! Tickets: opening them (from a chat, for a customer, for another system),
 //! changing them, and categories named by clients.
 
-use super::{Core, ServiceError, conversations};
+use super::{Core, FieldError, ServiceError, conversations};
 use crate::domain::contact::{ContactDetails, Identity};
 use crate::domain::conversation::{Channel, Conversation, Priority};
 use crate::domain::ticket::{NewTicket, TITLE_MAX, Ticket};
@@ -107,8 +107,15 @@ pub async fn requester(
     };
     if let Some((u, _)) = core.db.user_for_login(email).await?
         && u.org_id == org_id
-        && u.role == crate::domain::Role::Customer
     {
+        if u.role != crate::domain::Role::Customer {
+            // Another system cannot file a ticket as one of the staff.
+            return Err(ServiceError::Invalid(vec![FieldError::new(
+                "customer_email",
+                "is a staff account's email, not a customer's",
+                "value_error",
+            )]));
+        }
         let contact = conversations::contact_of_user(core, org_id, u.id).await?;
         return Ok((Some(u.id), Some(contact)));
     }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::sqlite_reader::{optional_timestamp, timestamp};
 use super::{Db, StoreError, conflict_or, on_db};
-use crate::domain::identity::DEFAULT_ORG_SLUG;
+use crate::domain::identity::{DEFAULT_ORG_SLUG, TokenState};
 use crate::domain::{ApiKey, NewUser, Organization, Role, User};
 
 #[derive(sqlx::FromRow)]
@@ -39,6 +39,7 @@ struct UserRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_login_at: Option<DateTime<Utc>>,
+    token_generation: i64,
 }
 
 impl UserRow {
@@ -55,6 +56,7 @@ impl UserRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_login_at: self.last_login_at,
+            token_generation: self.token_generation,
         };
         (user, self.password_hash)
     }
@@ -99,6 +101,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         created_at: timestamp(r, 8)?,
         updated_at: timestamp(r, 9)?,
         last_login_at: optional_timestamp(r, 10)?,
+        token_generation: r.get(11)?,
     })
 }
 
@@ -116,7 +119,7 @@ fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
 }
 
 const USER_COLUMNS: &str = "id, org_id, username, email, full_name, password_hash, role, is_active, \
-                            created_at, updated_at, last_login_at";
+                            created_at, updated_at, last_login_at, token_generation";
 const API_KEY_COLUMNS: &str = "id, org_id, name, prefix, created_at, last_used_at, revoked_at";
 
 impl Db {
@@ -234,6 +237,51 @@ impl Db {
             sqlx::query_as(&sql).bind(&key).fetch_optional(pool).await
         })?;
         Ok(row.map(UserRow::into_user))
+    }
+
+    /// What decides whether user `id`'s tokens still hold: its token
+    /// generation, whether it is active, and its role and organization
+    /// (`None`: the user is gone).
+    pub async fn token_state(&self, id: i64) -> Result<Option<TokenState>, StoreError> {
+        let row: Option<(i64, bool, String, i64)> = on_db!(self, pool => {
+            sqlx::query_as("SELECT token_generation, is_active, role, org_id FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(row.map(|(generation, is_active, role, org_id)| TokenState {
+            generation,
+            is_active,
+            role: Role::parse_user_role(&role).unwrap_or(Role::Customer),
+            org_id,
+        }))
+    }
+
+    /// Ends every token user `id` holds (the next check of one refuses it).
+    pub async fn bump_token_generation(&self, id: i64) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            sqlx::query("UPDATE users SET token_generation = token_generation + 1, updated_at = $1 WHERE id = $2")
+                .bind(Utc::now())
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Activates or deactivates user `id`; deactivation ends its tokens.
+    pub async fn set_user_active(&self, id: i64, active: bool) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            sqlx::query("UPDATE users SET is_active = $1, token_generation = token_generation + 1, updated_at = $2 WHERE id = $3")
+                .bind(active)
+                .bind(Utc::now())
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
     }
 
     pub async fn record_login(&self, user_id: i64) -> Result<(), StoreError> {

@@ -255,3 +255,89 @@ impl Db {
         })
     }
 }
+
+/// What became of an incoming webhook delivery id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryClaim {
+    /// First sight: handle it, then [`Db::finish_webhook_delivery`].
+    New,
+    /// Handled before: its outcome (JSON).
+    Done(String),
+    /// Being handled by another request right now.
+    InProgress,
+}
+
+impl Db {
+    /// Claims delivery `id` of organization `org_id` for handling.
+    pub async fn claim_webhook_delivery(
+        &self,
+        org_id: i64,
+        id: &str,
+    ) -> Result<DeliveryClaim, StoreError> {
+        let now = Utc::now();
+        let inserted = on_db!(self, pool => {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (org_id, delivery_id, outcome, created_at) \
+                 VALUES ($1, $2, '', $3) ON CONFLICT (org_id, delivery_id) DO NOTHING",
+            )
+            .bind(org_id)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if inserted == 1 {
+            return Ok(DeliveryClaim::New);
+        }
+        let outcome: Option<(String,)> = on_db!(self, pool => {
+            sqlx::query_as(
+                "SELECT outcome FROM webhook_deliveries WHERE org_id = $1 AND delivery_id = $2",
+            )
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(match outcome {
+            Some((o,)) if !o.is_empty() => DeliveryClaim::Done(o),
+            _ => DeliveryClaim::InProgress,
+        })
+    }
+
+    /// Records the outcome of a claimed delivery.
+    pub async fn finish_webhook_delivery(
+        &self,
+        org_id: i64,
+        id: &str,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET outcome = $1 WHERE org_id = $2 AND delivery_id = $3",
+            )
+            .bind(outcome)
+            .bind(org_id)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Gives up a claim whose handling failed, so a retry is handled anew.
+    pub async fn release_webhook_delivery(&self, org_id: i64, id: &str) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE org_id = $1 AND delivery_id = $2 AND outcome = ''",
+            )
+            .bind(org_id)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+}

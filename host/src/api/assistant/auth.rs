@@ -227,6 +227,23 @@ async fn login(
     }
 
     let found = state.db.user_for_login(&login).await?;
+    // The name's window guards the lookup; the account's counts every
+    // guess at it, by username or by email alike.
+    if limits.enabled
+        && limits.login_per_username_per_minute > 0
+        && let Some((user, _)) = &found
+    {
+        let rules = [Rule {
+            subject: Subject::LoginAccount(user.id),
+            limit: limits.login_per_username_per_minute,
+            period: 60,
+        }];
+        if let Some(d) = state.limiter.check("login", &rules, unix_now())
+            && !d.allowed
+        {
+            return Err(ApiError::rate_limited(&d, "Too many login attempts"));
+        }
+    }
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),

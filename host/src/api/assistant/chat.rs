@@ -244,13 +244,18 @@ impl ConversationView {
     }
 }
 
+/// The most items a list may skip: no list is longer.
+const SKIP_MAX: i64 = 100_000_000;
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Page {
-    /// Items to skip (default 0).
-    skip: Option<i64>,
+    /// Items to skip (default 0, at most 100,000,000).
+    #[param(value_type = Option<i64>)]
+    skip: Option<String>,
     /// Items to return (default 100, at most 1000).
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    limit: Option<String>,
 }
 
 /// The caller's conversations, newest first (`messages` is empty here;
@@ -272,23 +277,23 @@ async fn conversations(
     Auth(p): Auth,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<ConversationView>>, ApiError> {
-    let skip = page.skip.unwrap_or(0);
-    let limit = page.limit.unwrap_or(100);
     let mut errors = Vec::new();
-    if skip < 0 {
-        errors.push(FieldError::new(
-            "skip",
-            "ensure this value is greater than or equal to 0",
-            "value_error.number.not_ge",
-        ));
-    }
-    if !(1..=1000).contains(&limit) {
-        errors.push(FieldError::new(
-            "limit",
-            "ensure this value is between 1 and 1000",
-            "value_error.number.not_le",
-        ));
-    }
+    let skip = crate::api::common::whole(
+        page.skip.as_deref(),
+        0,
+        0..=SKIP_MAX,
+        "query.skip",
+        &format!("ensure this value is a whole number from 0 to {SKIP_MAX}"),
+        &mut errors,
+    );
+    let limit = crate::api::common::whole(
+        page.limit.as_deref(),
+        100,
+        1..=1000,
+        "query.limit",
+        "ensure this value is a whole number from 1 to 1000",
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));
     }

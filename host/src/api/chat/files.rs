@@ -39,12 +39,25 @@ pub(super) fn too_large(message: impl Into<String>) -> ApiError {
 /// at most 255 characters.
 pub(super) fn clean_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(255).collect();
+    // Control characters and the bidirectional controls that make
+    // `invoice\u{202E}fdp.exe` display as `invoiceexe.pdf`.
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control() && !is_bidi_control(*c))
+        .take(255)
+        .collect();
     if cleaned.trim().is_empty() || cleaned == "." || cleaned == ".." {
         "file".into()
     } else {
         cleaned
     }
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// Reads a multipart form: its text fields, and its files, each refused as
@@ -113,6 +126,11 @@ pub(super) async fn read_multipart(
             }
             let text = String::from_utf8(text)
                 .map_err(|_| ApiError::validation(format!("Field {name:?} is not UTF-8 text")))?;
+            if text.contains('\0') || name.contains('\0') {
+                return Err(ApiError::invalid_fields(vec![
+                    crate::api::extract::nul_error(name),
+                ]));
+            }
             fields.insert(name, text);
         }
     }
@@ -145,8 +163,10 @@ pub struct UploadedFile {
     responses(
         (status = 200, description = "The stored file", body = UploadedFile),
         (status = 400, description = "No file, a type its bytes contradict, or a bad id", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "`messageId` is another sender's message", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such session or message (or not yours)", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "Larger than 5 MB", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Too many uploads in progress (`Retry-After`)", body = crate::api::openapi::ErrorBody),
     )
 )]
 pub(super) async fn upload_file(
@@ -189,8 +209,13 @@ pub(super) async fn upload_file(
                 .db
                 .list_messages(c.id, policy::may_see_internal(&p), Some(id + 1), 1)
                 .await?;
-            if messages.first().is_none_or(|msg| msg.id != id) {
+            let Some(msg) = messages.first().filter(|msg| msg.id == id) else {
                 return Err(ApiError::not_found("Message not found"));
+            };
+            if !policy::may_attach_to(&p, msg) {
+                return Err(ApiError::forbidden(
+                    "Files can be attached only to your own messages",
+                ));
             }
             if state.db.attachments_of(&[id]).await?.len() >= FILES_PER_MESSAGE {
                 return Err(ApiError::invalid_fields(vec![FieldError::new(
@@ -274,7 +299,8 @@ pub(super) async fn delete_file(
 }
 
 /// Downloads a file (001), with its checked type. HTML, SVG and XML are
-/// always downloads, never shown inline.
+/// always downloads, never shown inline; a file whose bytes prove no format
+/// (only its uploader's word) is an `application/octet-stream` download.
 #[utoipa::path(
     get,
     path = "/api/chat/attachments/{attachmentId}",
@@ -300,16 +326,23 @@ pub(super) async fn download(
             tracing::error!(error = %e, attachment = a.id, "an attachment's file is missing");
             ApiError::not_found("Attachment not found")
         })?;
-    let disposition = if crate::files::is_active_type(&a.content_type) {
-        "attachment"
+    // Inline only what the bytes prove (a format with magic bytes, or plain
+    // text); anything else is a download of opaque bytes, whatever type
+    // its uploader declared.
+    let proven = infer::get(&bytes).is_some_and(|k| k.mime_type() == a.content_type)
+        || (a.content_type == "text/plain" && std::str::from_utf8(&bytes).is_ok());
+    let (content_type, disposition) = if proven && !crate::files::is_active_type(&a.content_type) {
+        (a.content_type.as_str(), "inline")
+    } else if proven {
+        (a.content_type.as_str(), "attachment")
     } else {
-        "inline"
+        ("application/octet-stream", "attachment")
     };
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&a.content_type)
+        HeaderValue::from_str(content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     if let Ok(v) = HeaderValue::from_str(&content_disposition(disposition, &a.file_name)) {

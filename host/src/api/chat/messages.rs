@@ -62,9 +62,9 @@ pub(super) async fn list_messages(
     let mut errors = Vec::new();
     let before = match q.before.as_deref() {
         None | Some("") => None,
-        Some(b) => match b.parse::<i64>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
+        Some(b) => match crate::api::common::id_of(b) {
+            Some(n) => Some(n),
+            None => {
                 errors.push(FieldError::new(
                     "before",
                     "must be a message id",
@@ -345,7 +345,10 @@ pub(super) async fn mark_read(
             "value_error.list.max_items",
         ));
     }
-    let parsed: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+    let parsed: Vec<i64> = ids
+        .iter()
+        .filter_map(|i| crate::api::common::id_of(i))
+        .collect();
     if parsed.len() != ids.len() {
         f.push(FieldError::new(
             "messageIds",

@@ -23,6 +23,7 @@ use super::*;
         (status = 400, description = "Not a WebSocket handshake", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Not authenticated", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such session (or not yours)", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Too many open sockets (`server.max_sockets_per_user`)", body = crate::api::openapi::ErrorBody),
     )
 )]
 pub(super) async fn chat_socket(
@@ -32,7 +33,7 @@ pub(super) async fn chat_socket(
     Query(q): Query<SocketQuery>,
     upgrade: Upgrade,
 ) -> Result<axum::response::Response, ApiError> {
-    let p = socket_principal(&state, auth, q.token.as_deref())?;
+    let p = socket_principal(&state, auth, q.token.as_deref()).await?;
     let c = visible_session(&state, &p, &id).await?;
-    follow(&state, upgrade, c.id, Audience::Chat, render)
+    follow(&state, upgrade, &p, c.id, Audience::Chat, render)
 }

@@ -129,13 +129,35 @@ struct Envelope {
     language: Option<String>,
 }
 
+/// Largest `metadata` object, as JSON.
+const METADATA_MAX: usize = 16 * 1024;
+
 fn envelope(f: &mut Fields<'_>, body: &Map<String, Value>) -> Envelope {
     let channel = f.optional_str("channel").unwrap_or_else(|| "web".into());
     let user_id = string_or_number(f, body, "userId");
     let session_id = string_or_number(f, body, "sessionId");
     let language = match body.get("metadata") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => m.get("language").and_then(Value::as_str).map(str::to_owned),
+        Some(Value::Object(m)) if Value::Object(m.clone()).to_string().len() > METADATA_MAX => {
+            f.push(crate::domain::FieldError::new(
+                "metadata",
+                format!("must be at most {METADATA_MAX} bytes of JSON"),
+                "value_error.any_str.max_length",
+            ));
+            None
+        }
+        Some(Value::Object(m)) => match m.get("language") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(l)) if !l.is_empty() && l.len() <= 35 => Some(l.clone()),
+            Some(_) => {
+                f.push(crate::domain::FieldError::new(
+                    "metadata.language",
+                    "a language tag such as en or pt-BR expected",
+                    "value_error",
+                ));
+                None
+            }
+        },
         Some(_) => {
             f.push(crate::domain::FieldError::new(
                 "metadata",
@@ -175,6 +197,9 @@ async fn turn(
     transcription: Option<String>,
 ) -> Result<MessageResponse, ApiError> {
     check_channel(&env.channel)?;
+    // Everything the request can be refused for is checked before a
+    // session is found or created: a refused request leaves nothing behind.
+    let message_id = crate::service::conversations::idempotency_key(message_id.as_deref())?;
     let who: Customer = customer(state, p, env.user_id.as_deref()).await?;
     let (c, session_id) =
         session_for(state, p, &who, env.session_id.as_deref(), &env.channel).await?;
@@ -418,6 +443,7 @@ fn entity_map(context: &Value) -> Map<String, Value> {
     responses(
         (status = 200, description = "The context", body = ContextResponse),
         (status = 401, description = "Not authenticated", body = PlatformErrorBody),
+        (status = 400, description = "A session id with control characters", body = PlatformErrorBody),
         (status = 404, description = "No such session (or not yours)", body = PlatformErrorBody),
     )
 )]
@@ -479,6 +505,7 @@ pub struct ResetResponse {
     responses(
         (status = 200, description = "Reset", body = ResetResponse),
         (status = 401, description = "Not authenticated", body = PlatformErrorBody),
+        (status = 400, description = "A session id with control characters", body = PlatformErrorBody),
         (status = 404, description = "No such session (or not yours)", body = PlatformErrorBody),
     )
 )]

@@ -40,7 +40,9 @@ use utoipa_axum::routes;
 
 use super::core::decode_audio;
 use super::{Customer, customer, session_for};
-use crate::api::common::{PING_EVERY, SEND_TIMEOUT, Upgrade, handshake, relay, socket_principal};
+use crate::api::common::{
+    PING_EVERY, Protocol, SEND_TIMEOUT, Upgrade, handshake, relay, revoked_close, socket_principal,
+};
 use crate::api::error::ApiError;
 use crate::api::extract::Auth;
 use crate::api::turns::{Said, take_turn};
@@ -52,10 +54,9 @@ use crate::realtime::{Audience, Delivery, Topic};
 use crate::server::AppState;
 use crate::service::conversations;
 
-/// Largest frame the transport accepts; a larger one closes the connection.
-pub const TRANSPORT_MAX: usize = 16 * 1024 * 1024;
-/// Largest `audio` frame answered (base64 of a 10 MiB clip, and the rest).
-const AUDIO_FRAME_MAX: usize = 14 * 1024 * 1024;
+/// Largest frame the transport accepts (base64 of a 10 MiB audio clip, and
+/// the rest); a larger one closes the connection.
+pub const TRANSPORT_MAX: usize = 14 * 1024 * 1024;
 /// Largest frame of any other type.
 const FRAME_MAX: usize = 64 * 1024;
 
@@ -87,6 +88,7 @@ pub struct WsQuery {
         (status = 400, description = "Not a WebSocket handshake", body = crate::api::openapi::PlatformErrorBody),
         (status = 401, description = "Not authenticated", body = crate::api::openapi::PlatformErrorBody),
         (status = 403, description = "userId or sessionId is not the caller's", body = crate::api::openapi::PlatformErrorBody),
+        (status = 429, description = "Too many open sockets (`server.max_sockets_per_user`)", body = crate::api::openapi::PlatformErrorBody),
     )
 )]
 async fn socket(
@@ -95,12 +97,17 @@ async fn socket(
     Query(q): Query<WsQuery>,
     upgrade: Upgrade,
 ) -> Result<axum::response::Response, ApiError> {
-    let p = socket_principal(&state, auth, q.token.as_deref())?;
-    let upgrade = handshake(upgrade)?
-        .max_message_size(TRANSPORT_MAX)
-        .max_frame_size(TRANSPORT_MAX);
+    let p = socket_principal(&state, auth, q.token.as_deref()).await?;
+    let staff_feed_wanted =
+        crate::service::policy::is_staff(&p) && q.session_id.is_none() && q.user_id.is_none();
+    let protocol = if staff_feed_wanted {
+        Protocol::Listen
+    } else {
+        Protocol::Converse { max: TRANSPORT_MAX }
+    };
     let connection_id = format!("conn-{:032x}", rand::random::<u128>());
-    if crate::service::policy::is_staff(&p) && q.session_id.is_none() && q.user_id.is_none() {
+    if staff_feed_wanted {
+        let upgrade = handshake(&state, upgrade, &p, protocol)?;
         let events = state.bus.subscribe(Topic::Staff(p.org_id));
 
         let hello = established(
@@ -108,9 +115,12 @@ async fn socket(
             &p.user_id().unwrap_or_default().to_string(),
             None,
         );
-        return Ok(upgrade.on_upgrade(move |socket| staff_feed(socket, events, hello)));
+        return Ok(
+            upgrade.on_upgrade(move |socket, ticket| staff_feed(socket, ticket, events, hello))
+        );
     }
     let who = customer(&state, &p, q.user_id.as_deref()).await?;
+    let upgrade = handshake(&state, upgrade, &p, protocol)?;
     let (c, session_id) = session_for(&state, &p, &who, q.session_id.as_deref(), "web").await?;
     // Subscribe before answering, so no event between the two is lost.
     let events = state.bus.subscribe(Topic::Conversation(c.id));
@@ -122,8 +132,9 @@ async fn socket(
         conversation_id: c.id,
         own: HashSet::new(),
         agent_names: HashMap::new(),
+        refused: 0,
     };
-    Ok(upgrade.on_upgrade(move |socket| session.run(socket, events, hello)))
+    Ok(upgrade.on_upgrade(move |socket, ticket| session.run(socket, ticket, events, hello)))
 }
 
 fn now() -> String {
@@ -161,11 +172,12 @@ async fn send(socket: &mut WebSocket, event: &Value) -> bool {
 /// Staff: their organization's handover events, after the greeting.
 async fn staff_feed(
     mut socket: WebSocket,
+    ticket: crate::realtime::SocketTicket,
     events: tokio::sync::broadcast::Receiver<std::sync::Arc<Delivery>>,
     hello: Value,
 ) {
     if send(&mut socket, &hello).await {
-        relay(socket, events, Audience::StaffFeed, render_staff).await;
+        relay(socket, ticket, events, Audience::StaffFeed, render_staff).await;
     }
 }
 
@@ -207,12 +219,18 @@ struct Session {
     /// Messages this connection delivered itself (not relayed again).
     own: HashSet<i64>,
     agent_names: HashMap<String, String>,
+    /// Frames refused in a row by the rate limits.
+    refused: u32,
 }
+
+/// Frames refused in a row by the rate limits before the socket is closed.
+const REFUSALS_BEFORE_CLOSE: u32 = 20;
 
 impl Session {
     async fn run(
         mut self,
         mut socket: WebSocket,
+        mut ticket: crate::realtime::SocketTicket,
         mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<Delivery>>,
         hello: Value,
     ) {
@@ -244,6 +262,10 @@ impl Session {
                         }
                         Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
                     },
+                    () = ticket.revoked() => {
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(revoked_close())))).await;
+                        break;
+                    }
                     _ = ping.tick() => {
                         if last_seen.elapsed() > PING_EVERY * 2 { break; }
                         if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await, Ok(Ok(()))) { break; }
@@ -256,19 +278,6 @@ impl Session {
 
     /// Handles one client frame; `false` when the connection is gone.
     async fn frame(&mut self, socket: &mut WebSocket, text: &str) -> bool {
-        if text.len() > AUDIO_FRAME_MAX {
-            return send(
-                socket,
-                &error_event(
-                    "frame_too_large",
-                    format!(
-                        "frames must be at most {} MiB",
-                        AUDIO_FRAME_MAX / 1024 / 1024
-                    ),
-                ),
-            )
-            .await;
-        }
         let frame: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -279,6 +288,16 @@ impl Session {
                 .await;
             }
         };
+        if text.contains("\\u0000") {
+            return send(
+                socket,
+                &error_event(
+                    "invalid_request",
+                    "frames must not contain the NUL character (U+0000)",
+                ),
+            )
+            .await;
+        }
         let Some(kind) = frame.get("type").and_then(Value::as_str) else {
             return send(
                 socket,
@@ -298,6 +317,21 @@ impl Session {
                 ),
             )
             .await;
+        }
+        if matches!(kind, "text" | "audio" | "handover_request" | "typing") {
+            match self.count_frame() {
+                Ok(()) => {}
+                Err(Some(event)) => return send(socket, &event).await,
+                Err(None) => {
+                    let close = axum::extract::ws::CloseFrame {
+                        code: 1008,
+                        reason: "rate limit exceeded".into(),
+                    };
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close))))
+                        .await;
+                    return false;
+                }
+            }
         }
         match kind {
             "text" => {
@@ -324,6 +358,39 @@ impl Session {
                 true
             }
             other => send(socket, &error_event("unknown_type", format!("unknown frame type {other:?}: expected text, audio, handover_request or typing"))).await,
+        }
+    }
+
+    /// Counts a frame that does work in the windows of the REST call it
+    /// stands for (003's). Over the limit: the `error` event to send, or
+    /// `None` once the client has ignored [`REFUSALS_BEFORE_CLOSE`] of them.
+    fn count_frame(&mut self) -> Result<(), Option<Value>> {
+        let decision = crate::api::middleware::count_request(
+            &self.state,
+            crate::api::dialect::Dialect::Platform,
+            &self.principal,
+        );
+        match decision {
+            Some(d) if !d.allowed => {
+                self.refused += 1;
+                if self.refused > REFUSALS_BEFORE_CLOSE {
+                    return Err(None);
+                }
+                let retry = d.retry_after(crate::api::rate_limit::unix_now());
+                let mut event = error_event(
+                    "rate_limit_exceeded",
+                    format!(
+                        "Rate limit exceeded: {} requests per window; try again in {retry} s",
+                        d.limit
+                    ),
+                );
+                event["retryAfter"] = json!(retry);
+                Err(Some(event))
+            }
+            _ => {
+                self.refused = 0;
+                Ok(())
+            }
         }
     }
 

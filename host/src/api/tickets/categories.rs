@@ -65,6 +65,13 @@ pub(super) async fn create_category(
             "value_error",
         ));
     }
+    if description.chars().count() > DESCRIPTION_MAX {
+        f.push(FieldError::new(
+            "description",
+            format!("must be at most {DESCRIPTION_MAX} characters"),
+            "value_error.any_str.max_length",
+        ));
+    }
     f.finish()?;
     match state
         .db
@@ -78,3 +85,6 @@ pub(super) async fn create_category(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Longest category description.
+const DESCRIPTION_MAX: usize = 1000;

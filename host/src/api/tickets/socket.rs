@@ -21,7 +21,9 @@ use super::*;
     security(("bearer" = [])),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", body = crate::api::openapi::DetailError),
         (status = 401, description = "Not authenticated", body = crate::api::openapi::DetailError),
+        (status = 429, description = "Too many open sockets (`server.max_sockets_per_user`)", body = crate::api::openapi::DetailError),
         (status = 404, description = "No such ticket (or not yours)", body = crate::api::openapi::DetailError),
     )
 )]
@@ -32,7 +34,7 @@ pub(super) async fn ticket_socket(
     Query(q): Query<SocketQuery>,
     upgrade: Upgrade,
 ) -> Result<axum::response::Response, ApiError> {
-    let p = socket_principal(&state, auth, q.token.as_deref())?;
+    let p = socket_principal(&state, auth, q.token.as_deref()).await?;
     let t = visible_ticket(&state, &p, &id).await?;
     let staff = policy::may_see_internal(&p);
     let audience = if staff {
@@ -43,7 +45,7 @@ pub(super) async fn ticket_socket(
     // A ticket's events are its conversation's (one ticket per
     // conversation, so one rendering per audience serves every subscriber).
     let ticket_id = t.id;
-    follow(&state, upgrade, t.conversation_id, audience, move |e| {
+    follow(&state, upgrade, &p, t.conversation_id, audience, move |e| {
         render(e, ticket_id, staff)
     })
 }

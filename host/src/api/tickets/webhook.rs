@@ -32,10 +32,10 @@ pub(super) async fn org_ticket(
 }
 
 /// What an incoming webhook did.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, serde::Deserialize, ToSchema)]
 pub struct WebhookOutcome {
     /// Always `accepted`.
-    status: &'static str,
+    status: String,
     /// The event handled.
     event: String,
     ticket_id: String,
@@ -44,9 +44,14 @@ pub struct WebhookOutcome {
     message_id: Option<String>,
 }
 
+/// Largest incoming webhook body.
+const BODY_MAX: usize = 256 * 1024;
+/// Longest delivery `id` (and `data.id` of `message.created`).
+const DELIVERY_ID_MAX: usize = 200;
+
 /// Whether `signature` (hex, optionally `sha256=`) is the HMAC-SHA256 of
-/// `body` under `secret`, compared in constant time.
-pub(super) fn signature_valid(secret: &str, body: &[u8], signature: &str) -> bool {
+/// `parts` (concatenated) under `secret`, compared in constant time.
+pub fn signature_valid(secret: &str, parts: &[&[u8]], signature: &str) -> bool {
     use hmac::Mac as _;
     let signature = signature.trim();
     let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
@@ -56,76 +61,247 @@ pub(super) fn signature_valid(secret: &str, body: &[u8], signature: &str) -> boo
     let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
         return false;
     };
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     mac.verify_slice(&expected).is_ok()
 }
 
+/// The signed timestamp of a delivery, if it has one: `X-Webhook-Timestamp`
+/// (Unix seconds) within `tolerance` of `now`. The signature then covers
+/// `"<timestamp>." + body`, so a captured delivery cannot be replayed
+/// outside the window.
+pub fn signed_timestamp(
+    header: Option<&str>,
+    now: i64,
+    tolerance: std::time::Duration,
+) -> Result<Option<i64>, &'static str> {
+    let Some(text) = header else {
+        return Ok(None);
+    };
+    let ts = text
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| "X-Webhook-Timestamp must be Unix seconds")?;
+    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    if now.abs_diff(ts) > tolerance.unsigned_abs() {
+        return Err("X-Webhook-Timestamp is outside the tolerance window");
+    }
+    Ok(Some(ts))
+}
+
+/// A delivery's envelope, checked: `{"event", "organization"?, "id"?,
+/// "data"}`.
+#[derive(Debug, PartialEq)]
+pub struct Envelope {
+    pub event: String,
+    /// The organization's slug (`default` when absent).
+    pub organization: String,
+    /// The sender's id for this delivery: a repeat is answered from the
+    /// first outcome.
+    pub id: Option<String>,
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads a delivery's envelope from its raw body.
+pub fn envelope(body: &[u8]) -> Result<Envelope, ApiError> {
+    let payload: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(format!("The body is not JSON: {e}")))?;
+    let serde_json::Value::Object(payload) = payload else {
+        return Err(ApiError::validation("The body must be a JSON object"));
+    };
+    crate::api::extract::refuse_nul(&payload)?;
+    let event = match payload.get("event") {
+        Some(serde_json::Value::String(e)) => e.clone(),
+        _ => {
+            return Err(ApiError::validation(
+                "event must be ticket.created, ticket.updated or message.created",
+            ));
+        }
+    };
+    let organization = match payload.get("organization") {
+        None | Some(serde_json::Value::Null) => {
+            crate::domain::identity::DEFAULT_ORG_SLUG.to_owned()
+        }
+        Some(serde_json::Value::String(slug)) => {
+            crate::domain::identity::validate_slug(slug).map_err(ApiError::validation)?;
+            slug.clone()
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "organization must be an organization's slug (a string)",
+            ));
+        }
+    };
+    let id = match payload.get("id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id))
+            if !id.trim().is_empty() && id.chars().count() <= DELIVERY_ID_MAX =>
+        {
+            Some(id.clone())
+        }
+        Some(_) => {
+            return Err(ApiError::validation(format!(
+                "id must be a string of 1 to {DELIVERY_ID_MAX} characters"
+            )));
+        }
+    };
+    let data = payload
+        .get("data")
+        .and_then(serde_json::Value::as_object)
+        .cloned()
+        .ok_or_else(|| ApiError::validation("data must be an object"))?;
+    Ok(Envelope {
+        event,
+        organization,
+        id,
+        data,
+    })
+}
+
 /// 004's signed incoming webhook: another system creates or updates
-/// tickets and adds messages. The body is `{"event", "organization"?,
-/// "data"}` signed with `webhooks.incoming_secret` in `X-Signature` (hex
-/// HMAC-SHA256 of the raw body, `sha256=` prefix optional).
+/// tickets and adds messages. The body (at most 256 KiB) is
+/// `{"event", "organization"?, "id"?, "data"}`, signed in `X-Signature`
+/// (hex HMAC-SHA256, `sha256=` prefix optional) with the organization's own
+/// key (`webhooks.incoming_secrets.<slug>`) or the operator's
+/// (`webhooks.incoming_secret`, good for every organization).
+///
+/// With `X-Webhook-Timestamp: <Unix seconds>` the signature covers
+/// `"<timestamp>." + body` and the delivery is refused outside
+/// `webhooks.tolerance_secs` of now. A delivery `id` (up to 200
+/// characters) is handled once per organization: a repeat answers the
+/// first outcome.
 ///
 /// - `ticket.created`: `data` {`title`, `description`?, `priority`?,
 ///   `category_id`?, `customer_email`?}: for the organization's customer
 ///   with that email, else for the contact with that email (created on
-///   first use); without an email, a ticket with no customer.
+///   first use); without an email, a ticket with no customer. A staff
+///   account's email is refused.
 /// - `ticket.updated`: `data` {`ticket_id`, and any of `title`,
 ///   `description`, `status`, `priority`}.
 /// - `message.created`: `data` {`ticket_id`, `content`, `is_internal`?,
 ///   `id`? (the sender's id for it: a redelivery creates nothing new)}.
-///
-/// `organization` is the slug (default `default`): the secret is the
-/// operator's, for integrations the gateway's operator runs.
 #[utoipa::path(
     post,
     path = "/v1/webhooks/incoming",
     tag = "tickets",
-    request_body(content = serde_json::Value, description = "`{\"event\": \"ticket.created\" | \"ticket.updated\" | \"message.created\", \"organization\"?: \"slug\", \"data\": {...}}`"),
-    params(("X-Signature" = String, Header, description = "Hex HMAC-SHA256 of the raw body")),
+    request_body(content = serde_json::Value, description = "`{\"event\": \"ticket.created\" | \"ticket.updated\" | \"message.created\", \"organization\"?: \"slug\", \"id\"?: \"delivery id\", \"data\": {...}}`"),
+    params(
+        ("X-Signature" = String, Header, description = "Hex HMAC-SHA256 of the raw body (of `<timestamp>.<body>` with a timestamp)"),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "Unix seconds; signed, and checked against `webhooks.tolerance_secs`"),
+    ),
     responses(
-        (status = 200, description = "Handled", body = WebhookOutcome),
+        (status = 200, description = "Handled (or handled before: the first outcome)", body = WebhookOutcome),
         (status = 400, description = "Not JSON, an unknown event, or invalid data", body = crate::api::openapi::DetailError),
-        (status = 401, description = "Missing or wrong signature", body = crate::api::openapi::DetailError),
+        (status = 401, description = "Missing or wrong signature, or a timestamp outside the window", body = crate::api::openapi::DetailError),
         (status = 404, description = "No such organization, customer or ticket", body = crate::api::openapi::DetailError),
+        (status = 409, description = "The same delivery id is being handled right now", body = crate::api::openapi::DetailError),
+        (status = 413, description = "The body is larger than 256 KiB", body = crate::api::openapi::DetailError),
         (status = 503, description = "Incoming webhooks are not configured", body = crate::api::openapi::DetailError),
     )
 )]
 pub(super) async fn incoming_webhook(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<WebhookOutcome>, ApiError> {
-    let Some(secret) = state.config.webhooks.incoming_secret.as_deref() else {
+    let config = &state.config.webhooks;
+    if !config.enabled() {
         return Err(ApiError::service_unavailable(
             "Incoming webhooks are not configured (webhooks.incoming_secret)",
         ));
+    }
+    let too_large = || {
+        ApiError::new(
+            crate::api::error::ErrorCode::PayloadTooLarge,
+            format!("The body must be at most {} KiB", BODY_MAX / 1024),
+        )
     };
-    let signature = headers
-        .get("x-signature")
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("Missing X-Signature"))?;
-    if !signature_valid(secret, &body, signature) {
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_MAX) {
+        use crate::api::middleware::{DRAIN_FOR, DRAIN_MAX, drain};
+        // Read and discard it, so that the sender gets the answer rather
+        // than a broken pipe.
+        drain(body, DRAIN_MAX, DRAIN_FOR).await;
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, BODY_MAX)
+        .await
+        .map_err(|_| too_large())?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signature =
+        header("x-signature").ok_or_else(|| ApiError::unauthorized("Missing X-Signature"))?;
+    let timestamp = signed_timestamp(
+        header("x-webhook-timestamp"),
+        chrono::Utc::now().timestamp(),
+        config.tolerance,
+    )
+    .map_err(ApiError::unauthorized)?;
+    let Envelope {
+        event,
+        organization: slug,
+        id: delivery,
+        data,
+    } = envelope(&body)?;
+    let prefix = timestamp.map(|t| format!("{t}.")).unwrap_or_default();
+    let signed = config
+        .secrets_for(&slug)
+        .into_iter()
+        .any(|secret| signature_valid(secret, &[prefix.as_bytes(), &body], signature));
+    if !signed {
         return Err(ApiError::unauthorized("Invalid signature"));
     }
-    let payload: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::validation(format!("The body is not JSON: {e}")))?;
-    let event = payload["event"].as_str().unwrap_or_default().to_owned();
-    let slug = payload["organization"]
-        .as_str()
-        .unwrap_or(crate::domain::identity::DEFAULT_ORG_SLUG);
     let org = state
         .db
-        .org_by_slug(slug)
+        .org_by_slug(&slug)
         .await?
         .ok_or_else(|| ApiError::not_found("Resource not found"))?;
-    let data = payload["data"]
-        .as_object()
-        .cloned()
-        .ok_or_else(|| ApiError::validation("data must be an object"))?;
-    let mut f = Fields::new(&data);
+    let Some(delivery) = delivery else {
+        return handle(&state, org.id, event, &data).await.map(Json);
+    };
+    match state.db.claim_webhook_delivery(org.id, &delivery).await? {
+        crate::store::DeliveryClaim::Done(outcome) => {
+            serde_json::from_str(&outcome).map(Json).map_err(|e| {
+                tracing::error!(error = %e, "a stored webhook outcome does not parse");
+                ApiError::internal()
+            })
+        }
+        crate::store::DeliveryClaim::InProgress => Err(ApiError::conflict(
+            "A delivery with this id is being handled; retry shortly",
+        )),
+        crate::store::DeliveryClaim::New => match handle(&state, org.id, event, &data).await {
+            Ok(outcome) => {
+                let text = serde_json::to_string(&outcome).unwrap_or_default();
+                state
+                    .db
+                    .finish_webhook_delivery(org.id, &delivery, &text)
+                    .await?;
+                Ok(Json(outcome))
+            }
+            Err(e) => {
+                if let Err(release) = state.db.release_webhook_delivery(org.id, &delivery).await {
+                    tracing::warn!(error = %release, "could not release a webhook delivery claim");
+                }
+                Err(e)
+            }
+        },
+    }
+}
+
+/// Does what a verified delivery asks.
+async fn handle(
+    state: &AppState,
+    org_id: i64,
+    event: String,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> Result<WebhookOutcome, ApiError> {
+    let mut f = Fields::new(data);
     // Acts as the organization's own service, with staff rights.
     let service = Principal {
-        org_id: org.id,
+        org_id,
         role: Role::Service,
         kind: PrincipalKind::ApiKey(0),
     };
@@ -148,16 +324,16 @@ pub(super) async fn incoming_webhook(
                 ));
             }
             if let Some(c) = category
-                && !own_category(&state, &service, c).await?
+                && !own_category(state, &service, c).await?
             {
                 return Err(ApiError::validation("category_id: no such category"));
             }
             let (customer_id, contact_id) =
-                tickets::requester(state.core(), org.id, email.as_deref()).await?;
+                tickets::requester(state.core(), org_id, email.as_deref()).await?;
             let t = tickets::open(
                 state.core(),
                 NewTicket {
-                    org_id: org.id,
+                    org_id,
                     conversation_id: None,
                     customer_id,
                     contact_id,
@@ -168,12 +344,12 @@ pub(super) async fn incoming_webhook(
                 },
             )
             .await?;
-            Ok(Json(WebhookOutcome {
-                status: "accepted",
+            Ok(WebhookOutcome {
+                status: "accepted".into(),
                 event,
                 ticket_id: t.id.to_string(),
                 message_id: None,
-            }))
+            })
         }
         "ticket.updated" => {
             let id = f.optional_id("ticket_id").flatten();
@@ -182,19 +358,29 @@ pub(super) async fn incoming_webhook(
                 f.push(FieldError::missing("ticket_id"));
             }
             f.finish()?;
-            let t = org_ticket(&state, org.id, id).await?;
+            let t = org_ticket(state, org_id, id).await?;
             let t = tickets::update(state.core(), &t, &changes).await?;
-            Ok(Json(WebhookOutcome {
-                status: "accepted",
+            Ok(WebhookOutcome {
+                status: "accepted".into(),
                 event,
                 ticket_id: t.id.to_string(),
                 message_id: None,
-            }))
+            })
         }
         "message.created" => {
             let id = f.optional_id("ticket_id").flatten();
             let content = f.required_str("content");
             let delivery = f.optional_str("id");
+            if delivery
+                .as_ref()
+                .is_some_and(|d| d.chars().count() > DELIVERY_ID_MAX)
+            {
+                f.push(FieldError::new(
+                    "id",
+                    format!("must be at most {DELIVERY_ID_MAX} characters"),
+                    "value_error.any_str.max_length",
+                ));
+            }
             let is_internal = data
                 .get("is_internal")
                 .and_then(serde_json::Value::as_bool)
@@ -208,7 +394,7 @@ pub(super) async fn incoming_webhook(
                 f.push(FieldError::missing("ticket_id"));
             }
             f.finish()?;
-            let t = org_ticket(&state, org.id, id).await?;
+            let t = org_ticket(state, org_id, id).await?;
             let c = state
                 .db
                 .conversation(t.conversation_id)
@@ -229,12 +415,12 @@ pub(super) async fn incoming_webhook(
             )
             .await?
             .message;
-            Ok(Json(WebhookOutcome {
-                status: "accepted",
+            Ok(WebhookOutcome {
+                status: "accepted".into(),
                 event,
                 ticket_id: t.id.to_string(),
                 message_id: Some(m.id.to_string()),
-            }))
+            })
         }
         _ => Err(ApiError::validation(
             "event must be ticket.created, ticket.updated or message.created",
