@@ -50,7 +50,50 @@ fn routes() -> OpenApiRouter<AppState> {
 pub fn openapi_document() -> String {
     let (_, mut doc) = routes().split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document_validation_errors(&mut doc);
     doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Every operation validates its whole request (a NUL character anywhere
+/// in the path or query, a repeated query key, an unreadable body), so
+/// every operation can answer its dialect's validation error: 422 in 002's
+/// shape, 400 in the others'. Added here where a handler's own list does
+/// not name it.
+fn document_validation_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let (status, schema) = match dialect::Dialect::of_path(path) {
+            dialect::Dialect::Assistant => ("422", "ValidationErrorList"),
+            dialect::Dialect::Tickets => ("400", "DetailError"),
+            dialect::Dialect::Platform => ("400", "PlatformErrorBody"),
+            dialect::Dialect::Chat | dialect::Dialect::Gateway => ("400", "ErrorBody"),
+        };
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("Invalid request (path, query or body)")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name(schema)))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+        }
+    }
 }
 
 /// The OpenAPI 3.1 document describing every endpoint.

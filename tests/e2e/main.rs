@@ -3,7 +3,6 @@
 
 mod common;
 
-mod abuse;
 mod answers;
 mod assistant;
 mod attachments;

@@ -348,7 +348,8 @@ async fn openai_plugin_speaks_the_wire_format_and_maps_errors() {
         .expect("transcribe");
     assert_eq!(r.status(), 400, "no format");
 
-    // kb-answer cannot transcribe: a clear 503 naming it, not a crash.
+    // kb-answer cannot transcribe: a clear 400 naming it (the request
+    // asked the wrong plugin), not a crash.
     let r = gw
         .http
         .post(gw.url("/api/gateway/plugins/kb-answer/transcribe?format=ogg"))
@@ -357,7 +358,7 @@ async fn openai_plugin_speaks_the_wire_format_and_maps_errors() {
         .send()
         .await
         .expect("transcribe");
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 400);
     let body: Value = r.json().await.expect("json");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert_eq!(

@@ -18,14 +18,7 @@ pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// An id as clients send it, else nothing. An id has one spelling: decimal
-/// digits without a sign, a leading zero or spaces (`01`, `+1` and ` 1`
-/// name nothing, so that one record is never reachable under two names).
-pub(crate) fn id_of(text: &str) -> Option<i64> {
-    let canonical =
-        !text.is_empty() && !text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit());
-    canonical.then(|| text.parse::<i64>().ok()).flatten()
-}
+pub(crate) use gateway_wire::ids::id_of;
 
 /// A path id, else the thing does not exist (404 naming `what`).
 pub(crate) fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
@@ -35,29 +28,6 @@ pub(crate) fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
 /// The last page a client may ask for: beyond it `(page - 1) * limit`
 /// could overflow, and no list is that long.
 pub const PAGE_MAX: i64 = 1_000_000;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_have_one_spelling() {
-        assert_eq!(super::id_of("1"), Some(1));
-        assert_eq!(super::id_of("9223372036854775807"), Some(i64::MAX));
-        for other in [
-            "",
-            "0",
-            "01",
-            "+1",
-            "-1",
-            " 1",
-            "1 ",
-            "1.0",
-            "9223372036854775808",
-            "１",
-        ] {
-            assert_eq!(super::id_of(other), None, "{other:?}");
-        }
-    }
-}
 
 /// `page` (from 1) and `limit` (1 to 100) query parameters, as text so
 /// that a bad value is a field error rather than a rejected query.
@@ -184,8 +154,7 @@ pub(crate) enum Protocol {
     Converse { max: usize },
 }
 
-/// Client frames of a [`Protocol::Listen`] socket are at most this long.
-const LISTEN_MAX: usize = 8 * 1024;
+use gateway_wire::frames::{LISTEN_MAX, READ_BUFFER, WRITE_BUFFER_MAX};
 
 /// An accepted handshake: the socket's transport limits set, its owner's
 /// place taken.
@@ -216,10 +185,9 @@ impl Accepted {
 /// WebSocket handshake, or a 429 when `p` has
 /// `server.max_sockets_per_user` sockets open already.
 ///
-/// Every socket reads into small buffers (a few KiB; the library's default
-/// of 128 KiB a socket would make 10,000 idle sockets cost over 1 GiB),
-/// flushes each frame as it is written, and stops a client that does not
-/// read once 1 MiB waits for it.
+/// Every socket reads into a small buffer ([`READ_BUFFER`]), flushes each
+/// frame as it is written, and stops a client that does not read once
+/// [`WRITE_BUFFER_MAX`] waits for it.
 pub(crate) fn handshake(
     state: &AppState,
     upgrade: Upgrade,
@@ -236,9 +204,9 @@ pub(crate) fn handshake(
     let ws = ws
         .max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024);
+        .max_write_buffer_size(WRITE_BUFFER_MAX);
     let limit = state.config.server.max_sockets_per_user;
     let ticket = state
         .sockets

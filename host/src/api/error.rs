@@ -252,9 +252,15 @@ impl ApiError {
                     .iter()
                     .map(|f| {
                         // Fields named `query.<name>` are query parameters.
-                        let (root, path) = match f.field.strip_prefix("query.") {
-                            Some(name) => ("query", name),
-                            None => ("body", f.field.as_str()),
+                        // Fields named `query.<name>` are query parameters;
+                        // `query` and `path` are the whole query string or
+                        // path.
+                        let (root, path) = match f.field.as_str() {
+                            "query" | "path" => (f.field.as_str(), ""),
+                            field => match field.strip_prefix("query.") {
+                                Some(name) => ("query", name),
+                                None => ("body", field),
+                            },
                         };
                         let mut loc = vec![Value::from(root)];
                         loc.extend(path.split('.').filter(|part| !part.is_empty()).map(|part| {

@@ -83,7 +83,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         // curl -d labels JSON as a form; trust the content over the label.
         let looks_like_json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         if is_form && !looks_like_json {
-            let map = form_urlencoded_pairs(&bytes);
+            let map = gateway_wire::text::form_pairs(&bytes);
             refuse_nul(&map)?;
             return Ok(Body(map));
         }
@@ -98,7 +98,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             Ok(Value::Object(map)) => {
                 // Raw NUL bytes are not valid JSON; only the escape can
                 // bring one in, so most bodies are never walked.
-                if bytes.windows(6).any(|w| w == br"\u0000") {
+                if gateway_wire::text::may_hold_nul(&bytes) {
                     refuse_nul(&map)?;
                 }
                 Ok(Body(map))
@@ -121,38 +121,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 /// and PostgreSQL cannot store it: a body that carries one, in any key or
 /// value at any depth, is refused as invalid on both databases alike.
 pub fn refuse_nul(map: &Map<String, Value>) -> Result<(), ApiError> {
-    fn walk(value: &Value, path: &str, found: &mut Option<String>) {
-        match value {
-            Value::String(s) if s.contains('\0') => *found = Some(path.to_owned()),
-            Value::Array(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    walk(v, &format!("{path}.{i}"), found);
-                }
-            }
-            Value::Object(map) => walk_map(map, path, found),
-            _ => {}
-        }
-    }
-    fn walk_map(map: &Map<String, Value>, path: &str, found: &mut Option<String>) {
-        for (k, v) in map {
-            if found.is_some() {
-                return;
-            }
-            let here = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            if k.contains('\0') {
-                *found = Some(here);
-                return;
-            }
-            walk(v, &here, found);
-        }
-    }
-    let mut found = None;
-    walk_map(map, "", &mut found);
-    match found {
+    match gateway_wire::text::nul_path(map) {
         Some(field) => Err(ApiError::invalid_fields(vec![nul_error(field)])),
         None => Ok(()),
     }
@@ -165,42 +134,6 @@ pub fn nul_error(field: impl Into<String>) -> FieldError {
         "must not contain the NUL character (U+0000)",
         "value_error.str.nul",
     )
-}
-
-fn form_urlencoded_pairs(bytes: &[u8]) -> Map<String, Value> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut map = Map::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(percent_decode(k), Value::String(percent_decode(v)));
-    }
-    map
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2]))
-            {
-                (Some(high), Some(low)) => {
-                    out.push(high * 16 + low);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// Reads typed fields out of a JSON object, collecting every problem so the
@@ -346,14 +279,7 @@ mod tests {
         ] {
             assert!(refuse_nul(&body(bad)).is_err());
         }
-        assert!(refuse_nul(&form_urlencoded_pairs(b"username=a%00b")).is_err());
-    }
-
-    #[test]
-    fn form_decoding() {
-        let m = form_urlencoded_pairs(b"username=a%40b.c&password=x+y%2");
-        assert_eq!(m["username"], "a@b.c");
-        assert_eq!(m["password"], "x y%2");
+        assert!(refuse_nul(&gateway_wire::text::form_pairs(b"username=a%00b")).is_err());
     }
 
     #[test]

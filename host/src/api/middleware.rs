@@ -75,7 +75,7 @@ pub async fn frame(State(state): State<AppState>, mut req: Request, next: Next) 
     }
     .instrument(span.clone())
     .await;
-    let mut response = shape_error(response, dialect, &id);
+    let mut response = shape_error(response, dialect, &id).await;
 
     let status = response.status();
     let elapsed = started.elapsed().as_secs_f64();
@@ -130,11 +130,32 @@ pub async fn ensure_request_id(req: Request, next: Next) -> Response {
 
 /// Renders a pending [`ApiError`] in `dialect`, and turns axum's bare 405
 /// into a proper error; other responses pass unchanged.
-fn shape_error(response: Response, dialect: Dialect, request_id: &str) -> Response {
-    let error = match response.extensions().get::<PendingError>() {
-        Some(pending) => pending.0.clone(),
-        None if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => {
-            ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed")
+async fn shape_error(response: Response, dialect: Dialect, request_id: &str) -> Response {
+    let (error, response) = match response.extensions().get::<PendingError>() {
+        Some(pending) => (pending.0.clone(), response),
+        None if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => (
+            ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed"),
+            response,
+        ),
+        None if is_rejection(&response) => {
+            // The framework refused the request before any handler ran (a
+            // query string with a repeated key, a path it cannot read):
+            // its plain-text reason, in the dialect's shape.
+            let status = response.status();
+            let (parts, body) = response.into_parts();
+            let reason = axum::body::to_bytes(body, 4096)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let error = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "The request body is too large")
+            } else {
+                ApiError::validation(format!("The request could not be read: {reason}"))
+            };
+            (
+                error,
+                Response::from_parts(parts, axum::body::Body::empty()),
+            )
         }
         None => return response,
     };
@@ -149,6 +170,17 @@ fn shape_error(response: Response, dialect: Dialect, request_id: &str) -> Respon
         }
     }
     rendered
+}
+
+/// A 4xx in plain text: only the framework's own rejections look like
+/// that (every answer of the gateway's is JSON, or a page it serves).
+fn is_rejection(response: &Response) -> bool {
+    response.status().is_client_error()
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/plain"))
 }
 
 /// What the request's credentials proved.

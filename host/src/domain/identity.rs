@@ -216,20 +216,7 @@ pub fn validate_full_name(field: &str, value: &str, errors: &mut Vec<FieldError>
     }
 }
 
-/// Organization slugs: 1–64 lower-case letters, digits and `-`.
-pub fn validate_slug(value: &str) -> Result<(), String> {
-    if value.is_empty()
-        || value.len() > 64
-        || !value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(format!(
-            "organization slug {value:?} must be 1-64 characters of a-z, 0-9 and '-'"
-        ));
-    }
-    Ok(())
-}
+pub use gateway_wire::webhook::validate_slug;
 
 #[cfg(test)]
 mod tests {

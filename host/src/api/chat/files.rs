@@ -35,38 +35,14 @@ pub(super) fn too_large(message: impl Into<String>) -> ApiError {
     ApiError::new(crate::api::error::ErrorCode::PayloadTooLarge, message)
 }
 
-/// A file name fit to show: the last path segment, no control characters,
-/// at most 255 characters.
-pub(super) fn clean_name(name: &str) -> String {
-    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    // Control characters and the bidirectional controls that make
-    // `invoice\u{202E}fdp.exe` display as `invoiceexe.pdf`.
-    let cleaned: String = last
-        .chars()
-        .filter(|c| !c.is_control() && !is_bidi_control(*c))
-        .take(255)
-        .collect();
-    if cleaned.trim().is_empty() || cleaned == "." || cleaned == ".." {
-        "file".into()
-    } else {
-        cleaned
-    }
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
-}
+pub(super) use gateway_wire::text::clean_name;
 
 /// Reads a multipart form: its text fields, and its files, each refused as
 /// soon as it passes 5 MB (so a huge body is never buffered), at most ten.
 pub(super) async fn read_multipart(
     request: axum::extract::Request,
-    state: &AppState,
 ) -> Result<(std::collections::HashMap<String, String>, Vec<Upload>), ApiError> {
-    use axum::extract::FromRequest as _;
+    use gateway_wire::multipart::{FormError, Limits, boundary, read};
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -78,63 +54,52 @@ pub(super) async fn read_multipart(
             FILE_MAX_BYTES >> 20
         )));
     }
-    let mut form = axum::extract::Multipart::from_request(request, state)
-        .await
-        .map_err(|e| ApiError::validation(format!("Invalid multipart body: {}", e.body_text())))?;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            too_large("The request body is too large")
-        } else {
-            ApiError::validation(format!("Invalid multipart body: {}", e.body_text()))
-        }
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = boundary(content_type)
+        .map_err(|_| ApiError::validation("Invalid multipart body: no boundary"))?;
+    let body = http_body_util::Limited::new(request.into_body(), UPLOAD_MAX_BYTES);
+    let stream = axum::body::Body::new(body).into_data_stream();
+    let limits = Limits {
+        file_max: FILE_MAX_BYTES,
+        files_max: FILES_PER_MESSAGE,
+        field_max: 64 * 1024,
     };
-    let mut fields = std::collections::HashMap::new();
-    let mut uploads = Vec::new();
-    while let Some(mut field) = form.next_field().await.map_err(bad)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if let Some(file_name) = field.file_name().map(clean_name) {
-            if uploads.len() == FILES_PER_MESSAGE {
-                return Err(ApiError::invalid_fields(vec![FieldError::new(
-                    "attachments",
-                    format!("at most {FILES_PER_MESSAGE} files per message"),
-                    "value_error.list.max_items",
-                )]));
-            }
-            let declared_type = field.content_type().map(str::to_owned);
-            let mut bytes = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                if bytes.len() + chunk.len() > FILE_MAX_BYTES {
-                    return Err(too_large(format!(
-                        "{file_name:?} is larger than {} MB",
-                        FILE_MAX_BYTES >> 20
-                    )));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            uploads.push(Upload {
-                file_name,
-                declared_type,
-                bytes,
-            });
-        } else {
-            let mut text = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                if text.len() + chunk.len() > 64 * 1024 {
-                    return Err(ApiError::validation(format!("Field {name:?} is too long")));
-                }
-                text.extend_from_slice(&chunk);
-            }
-            let text = String::from_utf8(text)
-                .map_err(|_| ApiError::validation(format!("Field {name:?} is not UTF-8 text")))?;
-            if text.contains('\0') || name.contains('\0') {
-                return Err(ApiError::invalid_fields(vec![
-                    crate::api::extract::nul_error(name),
-                ]));
-            }
-            fields.insert(name, text);
+    let form = read(stream, &boundary, limits).await.map_err(|e| match e {
+        FormError::FileTooLarge(name) => too_large(format!(
+            "{name:?} is larger than {} MB",
+            FILE_MAX_BYTES >> 20
+        )),
+        FormError::TooManyFiles => ApiError::invalid_fields(vec![FieldError::new(
+            "attachments",
+            format!("at most {FILES_PER_MESSAGE} files per message"),
+            "value_error.list.max_items",
+        )]),
+        FormError::FieldTooLong(name) => {
+            ApiError::validation(format!("Field {name:?} is too long"))
         }
-    }
-    Ok((fields, uploads))
+        FormError::NotText(name) => {
+            ApiError::validation(format!("Field {name:?} is not UTF-8 text"))
+        }
+        FormError::Nul(name) => {
+            ApiError::invalid_fields(vec![crate::api::extract::nul_error(name)])
+        }
+        FormError::Unreadable(_) => too_large("The request body is too large or was cut short"),
+        FormError::Malformed(why) => ApiError::validation(format!("Invalid multipart body: {why}")),
+    })?;
+    let uploads = form
+        .files
+        .into_iter()
+        .map(|f| Upload {
+            file_name: f.file_name,
+            declared_type: f.declared_type,
+            bytes: f.bytes,
+        })
+        .collect();
+    Ok((form.fields, uploads))
 }
 
 /// 000's answer to an upload: the file, in both documents' words.
@@ -180,7 +145,7 @@ pub(super) async fn upload_file(
             "Expected a multipart/form-data body with a file",
         ));
     }
-    let (fields, mut uploads) = read_multipart(request, &state).await?;
+    let (fields, mut uploads) = read_multipart(request).await?;
     let mut errors = Vec::new();
     let session = fields.get("sessionId").map(|s| s.trim().to_owned());
     if session.is_none() {

@@ -168,7 +168,7 @@ pub(super) async fn send_session_message(
 ) -> Result<Json<ChatMessage>, ApiError> {
     let c = visible_session(&state, &p, &id).await?;
     let (content, uploads) = if is_multipart(&headers) {
-        let (mut fields, uploads) = read_multipart(request, &state).await?;
+        let (mut fields, uploads) = read_multipart(request).await?;
         (fields.remove("content"), uploads)
     } else {
         use axum::extract::FromRequest as _;

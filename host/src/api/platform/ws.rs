@@ -54,11 +54,7 @@ use crate::realtime::{Audience, Delivery, Topic};
 use crate::server::AppState;
 use crate::service::conversations;
 
-/// Largest frame the transport accepts (base64 of a 10 MiB audio clip, and
-/// the rest); a larger one closes the connection.
-pub const TRANSPORT_MAX: usize = 14 * 1024 * 1024;
-/// Largest frame of any other type.
-const FRAME_MAX: usize = 64 * 1024;
+pub use gateway_wire::frames::TRANSPORT_MAX;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(socket))
@@ -278,76 +274,47 @@ impl Session {
 
     /// Handles one client frame; `false` when the connection is gone.
     async fn frame(&mut self, socket: &mut WebSocket, text: &str) -> bool {
-        let frame: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return send(
-                    socket,
-                    &error_event("invalid_json", format!("malformed JSON: {e}")),
-                )
-                .await;
-            }
-        };
-        if text.contains("\\u0000") {
-            return send(
-                socket,
-                &error_event(
-                    "invalid_request",
-                    "frames must not contain the NUL character (U+0000)",
-                ),
-            )
-            .await;
-        }
-        let Some(kind) = frame.get("type").and_then(Value::as_str) else {
-            return send(
-                socket,
-                &error_event(
-                    "invalid_request",
-                    "a frame is a JSON object with a string `type`",
-                ),
-            )
-            .await;
-        };
-        if kind != "audio" && text.len() > FRAME_MAX {
-            return send(
-                socket,
-                &error_event(
-                    "frame_too_large",
-                    format!("{kind} frames must be at most {} KiB", FRAME_MAX / 1024),
-                ),
-            )
-            .await;
-        }
-        if matches!(kind, "text" | "audio" | "handover_request" | "typing") {
-            match self.count_frame() {
-                Ok(()) => {}
-                Err(Some(event)) => return send(socket, &event).await,
-                Err(None) => {
-                    let close = axum::extract::ws::CloseFrame {
-                        code: 1008,
-                        reason: "rate limit exceeded".into(),
-                    };
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close))))
-                        .await;
-                    return false;
-                }
-            }
-        }
-        match kind {
-            "text" => {
-                let Some(content) = frame.get("text").and_then(Value::as_str) else {
-                    return send(socket, &error_event("invalid_request", "a text frame needs a string `text`")).await;
+        use gateway_wire::frames::{ClientFrame, parse};
+        // Every frame counts, a refused one too: each costs an answer.
+        match self.count_frame() {
+            Ok(()) => {}
+            Err(Some(event)) => return send(socket, &event).await,
+            Err(None) => {
+                let close = axum::extract::ws::CloseFrame {
+                    code: 1008,
+                    reason: "rate limit exceeded".into(),
                 };
-                if let Err(e) = validate_content("text", content) {
-                    return send(socket, &error_event("invalid_request", format!("text {}", e.message))).await;
-                }
-                let id = frame.get("id").and_then(Value::as_str).map(str::to_owned);
-                self.turn(socket, content, id).await
+                let _ =
+                    tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                return false;
             }
-            "audio" => self.audio(socket, &frame).await,
-            "handover_request" => self.handover(socket).await,
-            "typing" => {
-                let is_typing = frame.get("isTyping").and_then(Value::as_bool).unwrap_or(true);
+        }
+        let frame = match parse(text) {
+            Ok(frame) => frame,
+            Err(e) => return send(socket, &error_event(e.code, e.message)).await,
+        };
+        match frame {
+            ClientFrame::Text { text, id } => {
+                if let Err(e) = validate_content("text", &text) {
+                    return send(
+                        socket,
+                        &error_event("invalid_request", format!("text {}", e.message)),
+                    )
+                    .await;
+                }
+                self.turn(socket, &text, id).await
+            }
+            ClientFrame::Audio {
+                audio,
+                format,
+                language,
+                id,
+            } => {
+                self.audio(socket, &audio, &format, language.as_deref(), id)
+                    .await
+            }
+            ClientFrame::HandoverRequest => self.handover(socket).await,
+            ClientFrame::Typing { is_typing } => {
                 conversations::typing(
                     self.state.core(),
                     self.principal.org_id,
@@ -357,7 +324,6 @@ impl Session {
                 );
                 true
             }
-            other => send(socket, &error_event("unknown_type", format!("unknown frame type {other:?}: expected text, audio, handover_request or typing"))).await,
         }
     }
 
@@ -447,21 +413,14 @@ impl Session {
         send(socket, &json!({"type": "typing_stop", "timestamp": now()})).await
     }
 
-    async fn audio(&mut self, socket: &mut WebSocket, frame: &Value) -> bool {
-        let (Some(audio), Some(format)) = (
-            frame.get("audio").and_then(Value::as_str),
-            frame.get("format").and_then(Value::as_str),
-        ) else {
-            return send(
-                socket,
-                &error_event(
-                    "invalid_request",
-                    "an audio frame needs string `audio` (base64) and `format`",
-                ),
-            )
-            .await;
-        };
-        let language = frame.get("language").and_then(Value::as_str);
+    async fn audio(
+        &mut self,
+        socket: &mut WebSocket,
+        audio: &str,
+        format: &str,
+        language: Option<&str>,
+        id: Option<String>,
+    ) -> bool {
         let heard = match decode_audio(audio, format) {
             Ok(bytes) => self
                 .state
@@ -482,7 +441,6 @@ impl Session {
                 {
                     return false;
                 }
-                let id = frame.get("id").and_then(Value::as_str).map(str::to_owned);
                 self.turn(socket, &text, id).await
             }
             Ok(_) => {

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use gateway_wire::webhook::{BODY_MAX, DELIVERY_ID_MAX, Envelope, envelope, signature_valid};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -42,121 +43,6 @@ pub struct WebhookOutcome {
     /// The message created (`message.created`).
     #[serde(skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
-}
-
-/// Largest incoming webhook body.
-const BODY_MAX: usize = 256 * 1024;
-/// Longest delivery `id` (and `data.id` of `message.created`).
-const DELIVERY_ID_MAX: usize = 200;
-
-/// Whether `signature` (hex, optionally `sha256=`) is the HMAC-SHA256 of
-/// `parts` (concatenated) under `secret`, compared in constant time.
-pub fn signature_valid(secret: &str, parts: &[&[u8]], signature: &str) -> bool {
-    use hmac::Mac as _;
-    let signature = signature.trim();
-    let signature = signature.strip_prefix("sha256=").unwrap_or(signature);
-    let Ok(expected) = hex::decode(signature) else {
-        return false;
-    };
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    for part in parts {
-        mac.update(part);
-    }
-    mac.verify_slice(&expected).is_ok()
-}
-
-/// The signed timestamp of a delivery, if it has one: `X-Webhook-Timestamp`
-/// (Unix seconds) within `tolerance` of `now`. The signature then covers
-/// `"<timestamp>." + body`, so a captured delivery cannot be replayed
-/// outside the window.
-pub fn signed_timestamp(
-    header: Option<&str>,
-    now: i64,
-    tolerance: std::time::Duration,
-) -> Result<Option<i64>, &'static str> {
-    let Some(text) = header else {
-        return Ok(None);
-    };
-    let ts = text
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| "X-Webhook-Timestamp must be Unix seconds")?;
-    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
-    if now.abs_diff(ts) > tolerance.unsigned_abs() {
-        return Err("X-Webhook-Timestamp is outside the tolerance window");
-    }
-    Ok(Some(ts))
-}
-
-/// A delivery's envelope, checked: `{"event", "organization"?, "id"?,
-/// "data"}`.
-#[derive(Debug, PartialEq)]
-pub struct Envelope {
-    pub event: String,
-    /// The organization's slug (`default` when absent).
-    pub organization: String,
-    /// The sender's id for this delivery: a repeat is answered from the
-    /// first outcome.
-    pub id: Option<String>,
-    pub data: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Reads a delivery's envelope from its raw body.
-pub fn envelope(body: &[u8]) -> Result<Envelope, ApiError> {
-    let payload: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(format!("The body is not JSON: {e}")))?;
-    let serde_json::Value::Object(payload) = payload else {
-        return Err(ApiError::validation("The body must be a JSON object"));
-    };
-    crate::api::extract::refuse_nul(&payload)?;
-    let event = match payload.get("event") {
-        Some(serde_json::Value::String(e)) => e.clone(),
-        _ => {
-            return Err(ApiError::validation(
-                "event must be ticket.created, ticket.updated or message.created",
-            ));
-        }
-    };
-    let organization = match payload.get("organization") {
-        None | Some(serde_json::Value::Null) => {
-            crate::domain::identity::DEFAULT_ORG_SLUG.to_owned()
-        }
-        Some(serde_json::Value::String(slug)) => {
-            crate::domain::identity::validate_slug(slug).map_err(ApiError::validation)?;
-            slug.clone()
-        }
-        Some(_) => {
-            return Err(ApiError::validation(
-                "organization must be an organization's slug (a string)",
-            ));
-        }
-    };
-    let id = match payload.get("id") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(id))
-            if !id.trim().is_empty() && id.chars().count() <= DELIVERY_ID_MAX =>
-        {
-            Some(id.clone())
-        }
-        Some(_) => {
-            return Err(ApiError::validation(format!(
-                "id must be a string of 1 to {DELIVERY_ID_MAX} characters"
-            )));
-        }
-    };
-    let data = payload
-        .get("data")
-        .and_then(serde_json::Value::as_object)
-        .cloned()
-        .ok_or_else(|| ApiError::validation("data must be an object"))?;
-    Ok(Envelope {
-        event,
-        organization,
-        id,
-        data,
-    })
 }
 
 /// 004's signed incoming webhook: another system creates or updates
@@ -234,10 +120,10 @@ pub(super) async fn incoming_webhook(
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let signature =
         header("x-signature").ok_or_else(|| ApiError::unauthorized("Missing X-Signature"))?;
-    let timestamp = signed_timestamp(
+    let timestamp = gateway_wire::webhook::signed_timestamp(
         header("x-webhook-timestamp"),
         chrono::Utc::now().timestamp(),
-        config.tolerance,
+        config.tolerance.as_secs(),
     )
     .map_err(ApiError::unauthorized)?;
     let Envelope {
@@ -245,7 +131,7 @@ pub(super) async fn incoming_webhook(
         organization: slug,
         id: delivery,
         data,
-    } = envelope(&body)?;
+    } = envelope(&body).map_err(ApiError::validation)?;
     let prefix = timestamp.map(|t| format!("{t}.")).unwrap_or_default();
     let signed = config
         .secrets_for(&slug)
