@@ -6,6 +6,8 @@
 //! cargo bench --bench messages                       # SQLite
 //! cargo bench --bench messages -- --postgres URL     # PostgreSQL (an admin URL; a fresh database is made)
 //! cargo bench --bench messages -- --seconds 10 --connections 64 --ws-clients 1000 --ws-sessions 100
+//! cargo bench --bench messages -- --synchronous normal   # SQLite's durability off a notch
+//! cargo bench --bench messages -- --idle-sockets 10000   # and the memory of idle WebSockets
 //! ```
 //!
 //! Processes: the gateway (rate limits off), the baseline server (this
@@ -36,6 +38,10 @@ struct Args {
     ws_clients: usize,
     ws_sessions: usize,
     rounds: usize,
+    /// `database.synchronous` (SQLite): `full` (the default) or `normal`.
+    synchronous: String,
+    /// Idle WebSockets to open after the fan-out, for their memory.
+    idle_sockets: usize,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +52,8 @@ fn parse_args() -> Args {
         ws_clients: 1000,
         ws_sessions: 100,
         rounds: 20,
+        synchronous: "full".into(),
+        idle_sockets: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,7 +64,9 @@ fn parse_args() -> Args {
             "--ws-clients" => a.ws_clients = num(1000),
             "--ws-sessions" => a.ws_sessions = num(100),
             "--rounds" => a.rounds = num(20),
+            "--idle-sockets" => a.idle_sockets = num(0),
             "--postgres" => a.postgres = it.next(),
+            "--synchronous" => a.synchronous = it.next().unwrap_or_else(|| "full".into()),
             _ => {}
         }
     }
@@ -108,12 +118,17 @@ async fn run(args: Args) {
     std::fs::write(
         &config,
         format!(
-            "[storage]\ndata_dir = {:?}\n[rate_limits]\nenabled = false\n",
-            dir.path().join("data").display().to_string()
+            // One client address and one user hold every socket here: the
+            // per-address and per-user caps are lifted.
+            "[storage]\ndata_dir = {:?}\n[rate_limits]\nenabled = false\n\
+             [server]\nmax_connections_per_address = 100000\nmax_sockets_per_user = 100000\n\
+             [database]\nsynchronous = {:?}\n",
+            dir.path().join("data").display().to_string(),
+            args.synchronous
         ),
     )
     .expect("config");
-    let mut store = "SQLite (WAL)".to_owned();
+    let mut store = format!("SQLite (WAL, synchronous={})", args.synchronous);
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--config"])
         .arg(&config);
@@ -206,6 +221,11 @@ async fn run(args: Args) {
     let (per_event, per_client, connected) =
         fan_out(&gateway.addr, &token, &sessions[..args.ws_sessions], &args).await;
     let rss_after = rss_kib(gateway.child.id());
+    // The fan-out's clients are gone once the server has noticed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before_idle = rss_kib(gateway.child.id());
+    let idle = idle_sockets(&gateway.addr, &token, &sessions, args.idle_sockets).await;
+    let rss_idle = rss_kib(gateway.child.id());
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -254,6 +274,48 @@ async fn run(args: Args) {
         mib(rss_after_posts),
         mib(rss_after)
     );
+    if let (Some(n), Some(before), Some(after)) = (
+        idle.as_ref().map(Vec::len).filter(|n| *n > 0),
+        rss_before_idle,
+        rss_idle,
+    ) {
+        println!(
+            "\n{n} idle WebSockets: RSS {} MiB, {:.1} KiB a socket.",
+            mib(Some(after)),
+            after.saturating_sub(before) as f64 / n as f64
+        );
+    }
+}
+
+/// Opens `n` WebSockets that send and read nothing (after the fan-out's
+/// clients are gone), and keeps them open while RSS is read.
+async fn idle_sockets(
+    addr: &str,
+    token: &str,
+    sessions: &[String],
+    n: usize,
+) -> Option<
+    Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+> {
+    if n == 0 {
+        return None;
+    }
+    let mut open = Vec::with_capacity(n);
+    for i in 0..n {
+        let session = &sessions[i % sessions.len()];
+        let url = format!("ws://{addr}/ws/chat/{session}?token={token}");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        open.push(socket);
+    }
+    // Let the server settle its side of the last handshakes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Some(open)
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Vec<Instant>>>>;

@@ -39,6 +39,15 @@ fn rss_mib(gw: &Gateway) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Prints an attack's figures (`cargo test --test abuse -- --nocapture`;
+/// BENCHMARKS.md keeps them).
+fn report(attack: &str, p99: Duration, baseline: f64, rss: f64) {
+    println!(
+        "figure | {attack} | /health p99 {:.1} ms | RSS {baseline:.0} -> {rss:.0} MiB |",
+        p99.as_secs_f64() * 1000.0
+    );
+}
+
 fn addr(gw: &Gateway) -> SocketAddr {
     gw.base
         .trim_start_matches("http://")
@@ -134,6 +143,7 @@ async fn silent_and_idle_connections_are_closed_and_capped_per_address() {
         "/health p99 {p99:?} during the attack"
     );
     let rss = rss_mib(&gw);
+    report("300 silent sockets from one address", p99, baseline, rss);
     assert!(
         rss < baseline + 50.0,
         "RSS {rss:.0} MiB (from {baseline:.0})"
@@ -266,6 +276,12 @@ async fn websocket_messages_and_sockets_are_bounded() {
         );
     }
     let rss = rss_mib(&gw);
+    report(
+        "10 sockets sending 20 MiB WebSocket messages",
+        p99,
+        baseline,
+        rss,
+    );
     assert!(
         p99 < Duration::from_millis(50),
         "/health p99 {p99:?} during the attack"
@@ -428,6 +444,7 @@ async fn concurrent_large_uploads_stay_within_the_budget() {
         }
     }
     let rss = rss_mib(&gw);
+    report("20 concurrent 4.5 MB uploads", p99, baseline, rss);
     assert!(stored >= 1, "no upload got through");
     assert!(
         p99 < Duration::from_millis(50),

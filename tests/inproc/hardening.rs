@@ -274,6 +274,29 @@ async fn nul_characters_pages_and_id_spellings_are_validated() {
         .0,
         200
     );
+    // A repeated query key is refused in the dialect's shape: 002's 422
+    // with the place of the problem.
+    let (s, e) = app
+        .call(
+            Method::GET,
+            "/api/v1/chat/conversations?skip=1&skip=2",
+            Some(&alice),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!((s, &e["detail"][0]["loc"]), (422, &json!(["query"])), "{e}");
+    let (s, e) = app
+        .call(
+            Method::GET,
+            "/v1/tickets?page=1&page=2",
+            Some(&alice),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!((s, e["detail"].is_string()), (400, true), "{e}");
+
     for other in [format!("0{sid}"), format!("+{sid}"), format!("%20{sid}")] {
         let (s, _) = app
             .call(

@@ -256,7 +256,7 @@ impl ApiError {
                         // `query` and `path` are the whole query string or
                         // path.
                         let (root, path) = match f.field.as_str() {
-                            "query" | "path" => (f.field.as_str(), ""),
+                            "query" | "path" | "body" => (f.field.as_str(), ""),
                             field => match field.strip_prefix("query.") {
                                 Some(name) => ("query", name),
                                 None => ("body", field),

@@ -150,7 +150,20 @@ async fn shape_error(response: Response, dialect: Dialect, request_id: &str) -> 
             let error = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(ErrorCode::PayloadTooLarge, "The request body is too large")
             } else {
-                ApiError::validation(format!("The request could not be read: {reason}"))
+                // Named by the part the framework could not read, so that
+                // 002 answers 422 with `loc` as for any invalid field.
+                let part = if reason.contains("query string") {
+                    "query"
+                } else if reason.contains("path") {
+                    "path"
+                } else {
+                    "body"
+                };
+                ApiError::invalid_fields(vec![crate::domain::FieldError::new(
+                    part,
+                    format!("could not be read: {reason}"),
+                    "value_error",
+                )])
             };
             (
                 error,
