@@ -167,6 +167,9 @@ pub struct Tokens {
     /// Tokens that verified, with what they say and when their user was
     /// last looked at.
     verified: Arc<DashMap<Box<str>, Verified>>,
+    /// Bumped by every revocation: a check that read a user's record before
+    /// one does not mark the token confirmed.
+    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A token that verified.
@@ -233,6 +236,7 @@ impl Tokens {
             audience: config.audience.clone(),
             ttl: config.token_ttl,
             verified: Arc::new(DashMap::new()),
+            revocations: Arc::default(),
         }
     }
 
@@ -282,9 +286,19 @@ impl Tokens {
         Ok(v)
     }
 
-    /// Records that the user's record confirmed `token` just now.
-    pub fn checked(&self, token: &str) {
-        if let Some(mut v) = self.verified.get_mut(token) {
+    /// Where revocations stand; take it before reading a user's record and
+    /// hand it to [`Tokens::checked`].
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records that the user's record, read when revocations stood at
+    /// `since`, confirmed `token`; ignored if a revocation came meanwhile
+    /// (the record read may predate it).
+    pub fn checked(&self, token: &str, since: u64) {
+        if let Some(mut v) = self.verified.get_mut(token)
+            && self.revocations() == since
+        {
             v.checked = Some(std::time::Instant::now());
         }
     }
@@ -297,6 +311,8 @@ impl Tokens {
     /// Forgets every remembered token of user `user_id`, so that the next
     /// use of any of them consults the user's record.
     pub fn forget_user(&self, user_id: i64) {
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.verified
             .retain(|_, v| v.principal.user_id() != Some(user_id));
     }
@@ -455,7 +471,8 @@ mod tests {
             org_id: 3,
         };
         assert!(still_valid(&v, Some(&now)));
-        t.checked(&token);
+        let since = t.revocations();
+        t.checked(&token, since);
         assert!(
             !t.verify(&token).expect("verify").needs_check(),
             "then the cache holds"
@@ -482,6 +499,9 @@ mod tests {
             t.verify(&token).expect("verify").needs_check(),
             "forgotten: read again"
         );
+        // A check that read the record before the revocation confirms nothing.
+        t.checked(&token, since);
+        assert!(t.verify(&token).expect("verify").needs_check());
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn path_in(root: &Path, sha256: &str) -> PathBuf {
 fn write_new(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(root);
-    private_dir(dir)?;
+    create_private_dir(dir)?;
     let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
     let written = (|| {
         let mut options = std::fs::OpenOptions::new();
@@ -45,7 +45,9 @@ fn write_new(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable once the directory is.
+        std::fs::File::open(dir)?.sync_all()
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -53,21 +55,39 @@ fn write_new(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
-/// Creates `dir` (and its parents) if needed and makes it the gateway's
-/// user's only (0700): the data directory holds the database, the signing
-/// secret and every customer's files.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` and its missing parents readable by the gateway's user
+/// only (0700); directories that exist already are left as they are.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .create(dir)
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)
+}
+
+/// Makes the data directory the gateway's user's only (0700), creating it
+/// if needed: it holds the database, the signing secret and every
+/// customer's files. One created by an older version with wider
+/// permissions is narrowed; when that is not allowed (another owner), a
+/// warning says so and start-up goes on.
+pub fn private_data_dir(dir: &Path) -> std::io::Result<()> {
+    create_private_dir(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0
+            && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), mode = format!("{mode:o}"), "the data directory is readable by others and could not be restricted");
+        }
+    }
+    Ok(())
 }
 
 /// Makes the file at `path`, if there is one, the gateway's user's only
@@ -88,8 +108,9 @@ pub fn make_private(path: &Path) {
 
 /// The bytes of request bodies being received at once over all clients
 /// (`server.upload_budget_bytes`), so that many concurrent uploads cannot
-/// exhaust memory: a body that does not fit is refused with 503 and
-/// `Retry-After` before any of it is read.
+/// exhaust memory. A body is charged as its bytes arrive (a client that
+/// announces a huge body and sends nothing holds nothing); one that no
+/// longer fits is refused with 503 and `Retry-After`.
 pub struct UploadBudget {
     /// One permit per KiB.
     kib: std::sync::Arc<tokio::sync::Semaphore>,
@@ -114,6 +135,75 @@ impl UploadBudget {
             .unwrap_or(u32::MAX)
             .clamp(1, self.total_kib);
         self.kib.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    /// A ledger for one request's body: its bytes are charged as they
+    /// arrive ([`Ledger::charge`]) and given back when the ledger goes.
+    pub fn ledger(&self, weight: usize) -> Ledger {
+        Ledger(std::sync::Arc::new(std::sync::Mutex::new(LedgerState {
+            budget: self.kib.clone(),
+            weight,
+            uncharged: 0,
+            held: None,
+            exhausted: false,
+        })))
+    }
+}
+
+/// What one request's body has taken from the [`UploadBudget`]. Clones
+/// share it; the share is given back when the last clone goes (after the
+/// response, not when the body is read: the handler still holds the
+/// bytes).
+#[derive(Clone)]
+pub struct Ledger(std::sync::Arc<std::sync::Mutex<LedgerState>>);
+
+struct LedgerState {
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How many times each byte counts (JSON is held as text and parsed).
+    weight: usize,
+    /// Bytes received but not yet a whole KiB charged.
+    uncharged: usize,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    exhausted: bool,
+}
+
+impl Ledger {
+    /// Charges `bytes` more; `false` once the budget cannot take them.
+    pub fn charge(&self, bytes: usize) -> bool {
+        let Ok(mut s) = self.0.lock() else {
+            return false;
+        };
+        if s.exhausted {
+            return false;
+        }
+        s.uncharged += bytes.saturating_mul(s.weight);
+        let kib = s.uncharged / 1024;
+        if kib == 0 {
+            return true;
+        }
+        let Ok(kib32) = u32::try_from(kib) else {
+            s.exhausted = true;
+            return false;
+        };
+        match s.budget.clone().try_acquire_many_owned(kib32) {
+            Ok(permit) => {
+                s.uncharged -= kib * 1024;
+                match &mut s.held {
+                    Some(held) => held.merge(permit),
+                    None => s.held = Some(permit),
+                }
+                true
+            }
+            Err(_) => {
+                s.exhausted = true;
+                false
+            }
+        }
+    }
+
+    /// Whether a charge was refused.
+    pub fn exhausted(&self) -> bool {
+        self.0.lock().map_or(true, |s| s.exhausted)
     }
 }
 

@@ -145,12 +145,34 @@ impl SocketOwner {
     }
 }
 
+/// Why an open socket must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Not yet.
+    Open,
+    /// The owner's credentials were revoked (deactivation, deletion, a role
+    /// or password change): close 1008.
+    Revoked,
+    /// The gateway is shutting down: close 1001.
+    ShuttingDown,
+}
+
+impl Closing {
+    /// The close frame's code and reason.
+    pub fn frame(self) -> (u16, &'static str) {
+        match self {
+            Closing::Revoked => (1008, "credentials revoked"),
+            Closing::Open | Closing::ShuttingDown => (1001, "the server is shutting down"),
+        }
+    }
+}
+
 /// The open WebSockets of each owner: at most `server.max_sockets_per_user`
 /// each, and a way to close them all when the owner's credentials are
-/// revoked (deactivation, deletion, a role or password change).
+/// revoked, or every socket when the gateway shuts down.
 #[derive(Default)]
 pub struct Sockets {
-    owners: DashMap<SocketOwner, (usize, Arc<tokio::sync::watch::Sender<()>>)>,
+    owners: DashMap<SocketOwner, (usize, Arc<tokio::sync::watch::Sender<Closing>>)>,
 }
 
 impl Sockets {
@@ -159,23 +181,30 @@ impl Sockets {
         let mut entry = self
             .owners
             .entry(owner)
-            .or_insert_with(|| (0, Arc::new(tokio::sync::watch::channel(()).0)));
+            .or_insert_with(|| (0, Arc::new(tokio::sync::watch::channel(Closing::Open).0)));
         if entry.0 >= max {
             return None;
         }
         entry.0 += 1;
-        let revoked = entry.1.subscribe();
+        let closing = entry.1.subscribe();
         Some(SocketTicket {
             sockets: self.clone(),
             owner,
-            revoked,
+            closing,
         })
     }
 
-    /// Closes every open socket of user `user_id`.
+    /// Closes every open socket of `owner`.
     pub fn revoke(&self, owner: SocketOwner) {
         if let Some(entry) = self.owners.get(&owner) {
-            entry.1.send_replace(());
+            entry.1.send_replace(Closing::Revoked);
+        }
+    }
+
+    /// Closes every open socket (shutdown).
+    pub fn close_all(&self) {
+        for entry in &self.owners {
+            entry.1.send_replace(Closing::ShuttingDown);
         }
     }
 
@@ -189,14 +218,20 @@ impl Sockets {
 pub struct SocketTicket {
     sockets: Arc<Sockets>,
     owner: SocketOwner,
-    revoked: tokio::sync::watch::Receiver<()>,
+    closing: tokio::sync::watch::Receiver<Closing>,
 }
 
 impl SocketTicket {
-    /// Completes when the owner's credentials are revoked.
-    pub async fn revoked(&mut self) {
-        if self.revoked.changed().await.is_err() {
-            std::future::pending::<()>().await;
+    /// Completes, with the reason, when the socket must close.
+    pub async fn closing(&mut self) -> Closing {
+        let reason = self
+            .closing
+            .wait_for(|c| *c != Closing::Open)
+            .await
+            .map(|reason| *reason);
+        match reason {
+            Ok(reason) => reason,
+            Err(_) => std::future::pending().await,
         }
     }
 }
@@ -256,9 +291,13 @@ mod tests {
         drop(second);
         assert_eq!(sockets.count(owner), 1);
         sockets.revoke(owner);
-        tokio::time::timeout(std::time::Duration::from_secs(1), first.revoked())
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(1), first.closing())
             .await
             .expect("revocation reaches the open socket");
+        assert_eq!(reason, Closing::Revoked);
+        let mut other = sockets.open(SocketOwner::User(9), 2).expect("another");
+        sockets.close_all();
+        assert_eq!(other.closing().await, Closing::ShuttingDown);
         drop(first);
         assert_eq!(sockets.count(owner), 0);
     }

@@ -77,7 +77,7 @@ impl AppState {
     /// Connects to the database, applies migrations, makes sure the default
     /// organization exists and loads (or creates) the JWT secret.
     pub async fn build(config: Config) -> anyhow::Result<AppState> {
-        crate::files::private_dir(&config.storage.data_dir).with_context(|| {
+        crate::files::private_data_dir(&config.storage.data_dir).with_context(|| {
             format!(
                 "creating the data directory {}",
                 config.storage.data_dir.display()
@@ -174,9 +174,10 @@ impl AppState {
         let Some(user_id) = v.principal.user_id() else {
             return Ok(Err(TokenError::Invalid));
         };
+        let since = self.tokens.revocations();
         let now = self.db.token_state(user_id).await?;
         if crate::auth::still_valid(&v, now.as_ref()) {
-            self.tokens.checked(token);
+            self.tokens.checked(token, since);
             Ok(Ok(v.principal))
         } else {
             self.tokens.forget(token);
@@ -294,6 +295,10 @@ pub async fn serve(
                 // a deleted organization or session (cascades), once they
                 // are an hour old.
                 if minutes.is_multiple_of(60) {
+                    let week = chrono::Utc::now() - chrono::Duration::days(7);
+                    if let Err(e) = state.db.sweep_webhook_deliveries(week).await {
+                        tracing::warn!(error = %e, "could not sweep old webhook deliveries");
+                    }
                     state
                         .files
                         .sweep(&state.db, Duration::from_secs(3600))
@@ -332,6 +337,8 @@ pub async fn serve(
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = stop_tx.send(true);
+    // WebSockets keep their connections' places; they close with 1001.
+    state.sockets.close_all();
     let grace = state.config.server.shutdown_timeout;
     match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result.context("server task failed")??,
@@ -361,7 +368,8 @@ pub async fn serve(
 ///   at the first byte), one that trickles its headers by hyper's deadline;
 /// - a connection with no request in flight for `server.idle_timeout` is
 ///   closed, HTTP/2 included (HTTP/2 also pings, so a peer that vanished is
-///   noticed);
+///   noticed): gracefully first, and dropped one more `idle_timeout` later
+///   if it is still busy (a client that stopped reading a response);
 /// - open connections are capped in all (`server.max_connections`) and per
 ///   client address (`server.max_connections_per_address`; trusted proxies
 ///   are exempt), so one address cannot take every slot.
@@ -416,7 +424,9 @@ async fn accept_loop(
         let address = if config.trusted_proxies.contains(&ip) {
             None
         } else {
-            match addresses.take(ip, config.max_connections_per_address) {
+            // IPv6 clients by /64, the smallest block one usually holds.
+            let network = crate::api::rate_limit::network_of(ip);
+            match addresses.take(network, config.max_connections_per_address) {
                 Some(slot) => Some(slot),
                 None => {
                     metrics::counter!("http_connections_refused_total", "reason" => "address")
@@ -488,7 +498,9 @@ async fn watch_connection<C>(
     C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulShutdown,
 {
     let mut connection = std::pin::pin!(connection);
-    let mut closing = false;
+    // Once closing: the moment the connection is dropped whatever it is
+    // doing (a client that stopped reading a response holds it otherwise).
+    let mut hard_stop: Option<tokio::time::Instant> = None;
     loop {
         let deadline = activity.idle_deadline(first, between);
         tokio::select! {
@@ -498,16 +510,26 @@ async fn watch_connection<C>(
                 }
                 break;
             }
-            () = tokio::time::sleep_until(deadline), if !closing => {
+            () = tokio::time::sleep_until(deadline), if hard_stop.is_none() => {
                 if activity.is_idle(first, between) {
                     metrics::counter!("http_connections_idle_closed_total").increment(1);
                     connection.as_mut().shutdown_gracefully();
-                    closing = true;
+                    hard_stop = Some(tokio::time::Instant::now() + between);
                 }
             }
-            _ = stop.wait_for(|stop| *stop), if !closing => {
+            _ = stop.wait_for(|stop| *stop), if hard_stop.is_none() => {
                 connection.as_mut().shutdown_gracefully();
-                closing = true;
+                // serve() gives up on the whole server after its own grace.
+                hard_stop = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+            () = async {
+                match hard_stop {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                metrics::counter!("http_connections_forced_closed_total").increment(1);
+                break;
             }
         }
     }

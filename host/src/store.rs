@@ -76,8 +76,9 @@ impl Db {
     /// acknowledged write survives a power loss; the group writer pays one
     /// fsync per batch, not per message) or `NORMAL` (survives a crash of
     /// the process, may lose the last commits on power loss; WAL keeps the
-    /// file uncorrupted either way). The database file and its directory
-    /// are the gateway's user's only (0600, 0700).
+    /// file uncorrupted either way). The database file is the gateway's
+    /// user's only (0600), and so is its directory when the gateway creates
+    /// it.
     pub async fn connect(config: &DatabaseConfig) -> Result<Db, StoreError> {
         match config.kind {
             DatabaseKind::Sqlite => {
@@ -94,7 +95,7 @@ impl Db {
                 if let Some(parent) = file.parent()
                     && !parent.as_os_str().is_empty()
                 {
-                    crate::files::private_dir(parent).map_err(sqlx::Error::Io)?;
+                    crate::files::create_private_dir(parent).map_err(sqlx::Error::Io)?;
                 }
                 let pool = SqlitePoolOptions::new()
                     .max_connections(config.max_connections)

@@ -409,6 +409,40 @@ async fn concurrent_large_uploads_stay_within_the_budget() {
     let token = gw.register_and_login("uploader").await;
     let id = session(&gw, &token).await;
     let baseline = rss_mib(&gw);
+    // A client that announces a huge body and sends nothing holds nothing
+    // of the budget: bodies are charged as their bytes arrive.
+    let mut announcer = attacker_socket(&gw).await.expect("connect");
+    announcer
+        .write_all(
+            format!(
+                "POST /api/chat/messages HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let form = reqwest::multipart::Form::new()
+        .text("sessionId", id.clone())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![0x41u8; 4_500_000])
+                .file_name("while-announced.txt")
+                .mime_str("text/plain")
+                .expect("mime"),
+        );
+    let r = gw
+        .http
+        .post(gw.url("/api/chat/files"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), 200, "an announced body held the budget");
+    drop(announcer);
+
     // Twenty clients upload 4.5 MB files back to back for as long as the
     // measurement runs: the budget lets about three in at a time.
     let file = bytes::Bytes::from(vec![0x41u8; 4_500_000]);

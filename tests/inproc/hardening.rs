@@ -32,9 +32,10 @@ async fn revoked_users_lose_their_tokens_and_sockets_at_once() {
         .expect("deactivate");
     app.state.revoke_user(id);
     assert_eq!(me(&app, &alice).await.0, 401);
-    tokio::time::timeout(std::time::Duration::from_secs(1), socket.revoked())
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(1), socket.closing())
         .await
         .expect("the open socket is closed");
+    assert_eq!(reason, gateway::realtime::Closing::Revoked);
 
     // Reactivated, the old token stays dead (its generation is gone); a new
     // login works.

@@ -126,6 +126,9 @@ pub(crate) struct Upgrade {
         axum::extract::ws::rejection::WebSocketUpgradeRejection,
     >,
     slot: Option<std::sync::Arc<crate::server::ConnectionSlot>>,
+    /// The bearer token the socket opens with (header or `?token=`), which
+    /// it checks again on every ping.
+    token: Option<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Upgrade {
@@ -140,7 +143,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Upgrade {
             .get::<std::sync::Arc<crate::server::ConnectionSlot>>()
             .cloned();
         let ws = axum::extract::WebSocketUpgrade::from_request_parts(parts, state).await;
-        Ok(Upgrade { ws, slot })
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_owned());
+        let token = header.or_else(|| {
+            let query = parts.uri.query()?;
+            match gateway_wire::text::form_pairs(query.as_bytes()).remove("token") {
+                Some(serde_json::Value::String(t)) => Some(t),
+                _ => None,
+            }
+        });
+        Ok(Upgrade { ws, slot, token })
     }
 }
 
@@ -161,21 +178,45 @@ use gateway_wire::frames::{LISTEN_MAX, READ_BUFFER, WRITE_BUFFER_MAX};
 pub(crate) struct Accepted {
     ws: axum::extract::WebSocketUpgrade,
     slot: Option<std::sync::Arc<crate::server::ConnectionSlot>>,
-    pub(crate) ticket: crate::realtime::SocketTicket,
+    guard: SocketGuard,
+}
+
+/// What keeps an open socket honest: its owner's place (closed when the
+/// owner's credentials are revoked here, or at shutdown), and the token it
+/// opened with, checked again on every ping (a cache lookup; the user's
+/// record every [`crate::auth::RECHECK_EVERY`]), so that a revocation made
+/// elsewhere closes it too.
+pub(crate) struct SocketGuard {
+    ticket: crate::realtime::SocketTicket,
+    state: AppState,
+    token: Option<String>,
+}
+
+impl SocketGuard {
+    /// Completes with the reason when the socket must close.
+    pub(crate) async fn closing(&mut self) -> crate::realtime::Closing {
+        self.ticket.closing().await
+    }
+
+    /// Whether the socket's token still holds (an API key's socket: yes).
+    pub(crate) async fn still_valid(&self) -> bool {
+        match &self.token {
+            Some(token) => matches!(self.state.verify_token(token).await, Ok(Ok(_))),
+            None => true,
+        }
+    }
 }
 
 impl Accepted {
     /// Answers the handshake; `run` gets the socket and the owner's place.
     pub(crate) fn on_upgrade<F, Fut>(self, run: F) -> axum::response::Response
     where
-        F: FnOnce(axum::extract::ws::WebSocket, crate::realtime::SocketTicket) -> Fut
-            + Send
-            + 'static,
+        F: FnOnce(axum::extract::ws::WebSocket, SocketGuard) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let Accepted { ws, slot, ticket } = self;
+        let Accepted { ws, slot, guard } = self;
         ws.on_upgrade(move |socket| async move {
-            run(socket, ticket).await;
+            run(socket, guard).await;
             drop(slot);
         })
     }
@@ -207,15 +248,24 @@ pub(crate) fn handshake(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(WRITE_BUFFER_MAX);
-    let limit = state.config.server.max_sockets_per_user;
+    // An API key speaks for a whole channel's customers: only users are
+    // capped (a key's sockets count under the per-address connection cap).
+    let limit = match p.kind {
+        crate::domain::PrincipalKind::User(_) => state.config.server.max_sockets_per_user,
+        crate::domain::PrincipalKind::ApiKey(_) => usize::MAX,
+    };
     let ticket = state
         .sockets
         .open(crate::realtime::SocketOwner::of(p), limit)
-        .ok_or_else(|| ApiError::too_many_sockets(limit))?;
+        .ok_or_else(|| ApiError::too_many_sockets(state.config.server.max_sockets_per_user))?;
     Ok(Accepted {
         ws,
         slot: upgrade.slot,
-        ticket,
+        guard: SocketGuard {
+            ticket,
+            state: state.clone(),
+            token: upgrade.token.filter(|_| p.user_id().is_some()),
+        },
     })
 }
 
@@ -234,7 +284,7 @@ pub(crate) fn follow(
     let events = state
         .bus
         .subscribe(crate::realtime::Topic::Conversation(conversation_id));
-    Ok(accepted.on_upgrade(move |socket, ticket| relay(socket, ticket, events, audience, render)))
+    Ok(accepted.on_upgrade(move |socket, guard| relay(socket, guard, events, audience, render)))
 }
 
 /// The principal of a WebSocket handshake: `Authorization: Bearer` (checked
@@ -256,10 +306,10 @@ pub(crate) async fn socket_principal(
 
 /// Forwards bus events, as `audience` sees them, to one client until it
 /// leaves, falls behind, stops answering pings, takes too long to accept a
-/// frame, or its credentials are revoked.
+/// frame, its credentials are revoked or the gateway shuts down.
 pub(crate) async fn relay(
     mut socket: axum::extract::ws::WebSocket,
-    mut ticket: crate::realtime::SocketTicket,
+    mut guard: SocketGuard,
     mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::realtime::Delivery>>,
     audience: Audience,
     render: impl Fn(&Event) -> Option<String>,
@@ -287,8 +337,8 @@ pub(crate) async fn relay(
                 }
                 Err(RecvError::Closed) => break,
             },
-            () = ticket.revoked() => {
-                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(revoked_close())))).await;
+            reason = guard.closing() => {
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close_frame(reason))))).await;
                 break;
             }
             incoming = socket.recv() => match incoming {
@@ -301,6 +351,11 @@ pub(crate) async fn relay(
                 if last_seen.elapsed() > PING_EVERY * 2 {
                     break;
                 }
+                if !guard.still_valid().await {
+                    let close = close_frame(crate::realtime::Closing::Revoked);
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                    break;
+                }
                 let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     break;
@@ -311,10 +366,11 @@ pub(crate) async fn relay(
     metrics::gauge!("websocket_connections").decrement(1.0);
 }
 
-/// The close frame of a socket whose credentials were revoked.
-pub(crate) fn revoked_close() -> axum::extract::ws::CloseFrame {
+/// The close frame of a socket told to close by its ticket.
+pub(crate) fn close_frame(reason: crate::realtime::Closing) -> axum::extract::ws::CloseFrame {
+    let (code, reason) = reason.frame();
     axum::extract::ws::CloseFrame {
-        code: 1008,
-        reason: "credentials revoked".into(),
+        code,
+        reason: reason.into(),
     }
 }

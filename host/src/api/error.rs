@@ -342,6 +342,13 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
+            // A row the request refers to went away between its check and
+            // the write (a user deleted while their token was still
+            // remembered, a category removed meanwhile): the client's
+            // problem to resolve, not a server failure.
+            StoreError::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                ApiError::conflict("A record this request refers to no longer exists")
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 let busy = matches!(

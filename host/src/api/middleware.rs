@@ -281,10 +281,8 @@ pub async fn authenticate_and_limit(
     response
 }
 
-/// Bodies larger than this draw on the upload budget.
-const SMALL_BODY: usize = 64 * 1024;
-/// What a body of unknown length (chunked) is assumed to need.
-const UNKNOWN_BODY: usize = 16 * 1024 * 1024;
+/// Bodies announced at most this large skip the upload budget.
+const SMALL_BODY: u64 = 64 * 1024;
 
 /// A refused body is read and discarded up to this many bytes, for at most
 /// this long; past either the connection is closed.
@@ -306,42 +304,131 @@ pub(crate) async fn drain(body: axum::body::Body, max: usize, limit: std::time::
     .await;
 }
 
-/// Runs the request with a large body's share of the upload budget
-/// ([`crate::files::UploadBudget`]) taken for as long as it is handled;
-/// 503 with `Retry-After` when it does not fit. A JSON body counts twice:
-/// it is held once as text and once parsed (base64 attachments decoded).
-/// Part of `authenticate_and_limit` rather than a layer of its own: a
-/// middleware layer costs every request, and this is one size check for
-/// most.
+/// Runs the request with its body charged to the upload budget
+/// ([`crate::files::UploadBudget`]) as the bytes arrive, and held until the
+/// answer; once the budget cannot take more, the body stops (the handler
+/// sees it cut short) and the answer is 503 with `Retry-After`. A JSON body
+/// counts twice: it is held once as text and once parsed (base64
+/// attachments decoded). Bodies announced at 64 KiB or less skip it. Part
+/// of `authenticate_and_limit` rather than a layer of its own: a middleware
+/// layer costs every request, and this is one size check for most.
 async fn within_upload_budget(state: &AppState, req: Request, next: Next) -> Response {
     use axum::body::HttpBody as _;
-    // The body's own account of its size: exact with a Content-Length,
-    // open-ended when chunked.
-    let hint = req.body().size_hint();
-    let need = match hint.exact() {
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        None => UNKNOWN_BODY,
-    };
-    if need <= SMALL_BODY {
+    if req
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= SMALL_BODY)
+    {
         return next.run(req).await;
     }
-    let headers = req.headers();
-    let json = headers
+    let json = req
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("json"));
-    let need = if json { need.saturating_mul(2) } else { need };
-    let Some(share) = state.uploads.take(need) else {
+    let ledger = state.uploads.ledger(if json { 2 } else { 1 });
+    let parked: Parked = Arc::default();
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(Charged {
+        inner: Some(body),
+        ledger: ledger.clone(),
+        parked: parked.clone(),
+    });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // A body the handler stopped reading (refused as too large, malformed,
+    // over the budget): read the rest and throw it away, briefly, so that a
+    // client still sending gets this answer rather than a broken pipe.
+    let rest = parked.lock().ok().and_then(|mut p| p.take());
+    if let Some(rest) = rest {
+        drain(rest, DRAIN_MAX, REST_FOR).await;
+    }
+    if ledger.exhausted() {
         metrics::counter!("upload_budget_refused_total").increment(1);
-        // Read the body and throw it away (it costs no memory), so that the
-        // client, still sending, gets the answer instead of a broken pipe.
-        drain(req.into_body(), DRAIN_MAX, DRAIN_FOR).await;
         return ApiError::busy("Too many uploads are in progress; try again shortly", 2)
             .into_response();
-    };
-    let response = next.run(req).await;
-    drop(share);
+    }
+    drop(ledger);
     response
+}
+
+/// How long the rest of a refused body is read before the answer goes out
+/// anyway.
+const REST_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where a [`Charged`] body leaves what its handler did not read.
+type Parked = Arc<std::sync::Mutex<Option<axum::body::Body>>>;
+
+/// A request body that charges its bytes to a [`crate::files::Ledger`] as
+/// they arrive, and ends with an error once the budget is spent. What is
+/// left unread when it is dropped (or refused) is parked for draining.
+struct Charged {
+    inner: Option<axum::body::Body>,
+    ledger: crate::files::Ledger,
+    parked: Parked,
+}
+
+impl Charged {
+    fn park(&mut self) {
+        use axum::body::HttpBody as _;
+        if let Some(rest) = self.inner.take().filter(|b| !b.is_end_stream())
+            && let Ok(mut parked) = self.parked.lock()
+        {
+            *parked = Some(rest);
+        }
+    }
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.park();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the upload budget is spent")]
+struct BudgetSpent;
+
+impl http_body::Body for Charged {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(BudgetSpent))));
+        };
+        match std::pin::Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let size = frame.data_ref().map_or(0, bytes::Bytes::len);
+                if self.ledger.charge(size) {
+                    Poll::Ready(Some(Ok(frame)))
+                } else {
+                    self.park();
+                    Poll::Ready(Some(Err(Box::new(BudgetSpent))))
+                }
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(axum::body::HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map_or_else(
+            http_body::SizeHint::default,
+            axum::body::HttpBody::size_hint,
+        )
+    }
 }
 
 fn limits_of(limits: &crate::config::RateLimitConfig, dialect: Dialect) -> &crate::config::Limits {

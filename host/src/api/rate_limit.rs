@@ -44,7 +44,9 @@ impl Subject {
     }
 }
 
-fn network_of(ip: IpAddr) -> IpAddr {
+/// The network a client address stands for: itself for IPv4, its /64 for
+/// IPv6.
+pub fn network_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -268,13 +268,33 @@ pub enum DeliveryClaim {
 }
 
 impl Db {
-    /// Claims delivery `id` of organization `org_id` for handling.
+    /// Claims delivery `id` of organization `org_id` for handling. A claim
+    /// older than `lease` that never recorded an outcome (its handler
+    /// crashed) is taken over.
     pub async fn claim_webhook_delivery(
         &self,
         org_id: i64,
         id: &str,
+        lease: std::time::Duration,
     ) -> Result<DeliveryClaim, StoreError> {
         let now = Utc::now();
+        let stale = now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let taken_over = on_db!(self, pool => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET created_at = $1 \
+                 WHERE org_id = $2 AND delivery_id = $3 AND outcome = '' AND created_at < $4",
+            )
+            .bind(now)
+            .bind(org_id)
+            .bind(id)
+            .bind(stale)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if taken_over == 1 {
+            return Ok(DeliveryClaim::New);
+        }
         let inserted = on_db!(self, pool => {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (org_id, delivery_id, outcome, created_at) \
@@ -324,6 +344,18 @@ impl Db {
             .map(|_| ())
         })?;
         Ok(())
+    }
+
+    /// Forgets deliveries handled before `before` (a sender retries for
+    /// hours, not weeks).
+    pub async fn sweep_webhook_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(on_db!(self, pool => {
+            sqlx::query("DELETE FROM webhook_deliveries WHERE created_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?)
     }
 
     /// Gives up a claim whose handling failed, so a retry is handled anew.

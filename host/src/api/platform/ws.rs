@@ -41,7 +41,8 @@ use utoipa_axum::routes;
 use super::core::decode_audio;
 use super::{Customer, customer, session_for};
 use crate::api::common::{
-    PING_EVERY, Protocol, SEND_TIMEOUT, Upgrade, handshake, relay, revoked_close, socket_principal,
+    PING_EVERY, Protocol, SEND_TIMEOUT, SocketGuard, Upgrade, close_frame, handshake, relay,
+    socket_principal,
 };
 use crate::api::error::ApiError;
 use crate::api::extract::Auth;
@@ -112,7 +113,7 @@ async fn socket(
             None,
         );
         return Ok(
-            upgrade.on_upgrade(move |socket, ticket| staff_feed(socket, ticket, events, hello))
+            upgrade.on_upgrade(move |socket, guard| staff_feed(socket, guard, events, hello))
         );
     }
     let who = customer(&state, &p, q.user_id.as_deref()).await?;
@@ -130,7 +131,7 @@ async fn socket(
         agent_names: HashMap::new(),
         refused: 0,
     };
-    Ok(upgrade.on_upgrade(move |socket, ticket| session.run(socket, ticket, events, hello)))
+    Ok(upgrade.on_upgrade(move |socket, guard| session.run(socket, guard, events, hello)))
 }
 
 fn now() -> String {
@@ -168,12 +169,12 @@ async fn send(socket: &mut WebSocket, event: &Value) -> bool {
 /// Staff: their organization's handover events, after the greeting.
 async fn staff_feed(
     mut socket: WebSocket,
-    ticket: crate::realtime::SocketTicket,
+    guard: SocketGuard,
     events: tokio::sync::broadcast::Receiver<std::sync::Arc<Delivery>>,
     hello: Value,
 ) {
     if send(&mut socket, &hello).await {
-        relay(socket, ticket, events, Audience::StaffFeed, render_staff).await;
+        relay(socket, guard, events, Audience::StaffFeed, render_staff).await;
     }
 }
 
@@ -226,7 +227,7 @@ impl Session {
     async fn run(
         mut self,
         mut socket: WebSocket,
-        mut ticket: crate::realtime::SocketTicket,
+        mut guard: SocketGuard,
         mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<Delivery>>,
         hello: Value,
     ) {
@@ -243,7 +244,8 @@ impl Session {
                             if !self.frame(&mut socket, text.as_str()).await { break; }
                         }
                         Some(Ok(Ws::Binary(_))) => {
-                            if !send(&mut socket, &error_event("invalid_request", "frames must be JSON text")).await { break; }
+                            last_seen = Instant::now();
+                            if !self.binary(&mut socket).await { break; }
                         }
                         Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
                         Some(Ok(_)) => last_seen = Instant::now(),
@@ -258,12 +260,17 @@ impl Session {
                         }
                         Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
                     },
-                    () = ticket.revoked() => {
-                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(revoked_close())))).await;
+                    reason = guard.closing() => {
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close_frame(reason))))).await;
                         break;
                     }
                     _ = ping.tick() => {
                         if last_seen.elapsed() > PING_EVERY * 2 { break; }
+                        if !guard.still_valid().await {
+                            let close = close_frame(crate::realtime::Closing::Revoked);
+                            let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                            break;
+                        }
                         if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await, Ok(Ok(()))) { break; }
                     }
                 }
@@ -324,6 +331,21 @@ impl Session {
                 );
                 true
             }
+        }
+    }
+
+    /// A binary frame: counted like any frame, and refused.
+    async fn binary(&mut self, socket: &mut WebSocket) -> bool {
+        match self.count_frame() {
+            Ok(()) => {
+                send(
+                    socket,
+                    &error_event("invalid_request", "frames must be JSON text"),
+                )
+                .await
+            }
+            Err(Some(event)) => send(socket, &event).await,
+            Err(None) => false,
         }
     }
 

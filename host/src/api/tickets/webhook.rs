@@ -111,7 +111,7 @@ pub(super) async fn incoming_webhook(
         use crate::api::middleware::{DRAIN_FOR, DRAIN_MAX, drain};
         // Read and discard it, so that the sender gets the answer rather
         // than a broken pipe.
-        drain(body, DRAIN_MAX, DRAIN_FOR).await;
+        drain(body, DRAIN_MAX.min(4 * BODY_MAX), DRAIN_FOR).await;
         return Err(too_large());
     }
     let body = axum::body::to_bytes(body, BODY_MAX)
@@ -148,33 +148,55 @@ pub(super) async fn incoming_webhook(
     let Some(delivery) = delivery else {
         return handle(&state, org.id, event, &data).await.map(Json);
     };
-    match state.db.claim_webhook_delivery(org.id, &delivery).await? {
-        crate::store::DeliveryClaim::Done(outcome) => {
-            serde_json::from_str(&outcome).map(Json).map_err(|e| {
-                tracing::error!(error = %e, "a stored webhook outcome does not parse");
-                ApiError::internal()
-            })
-        }
-        crate::store::DeliveryClaim::InProgress => Err(ApiError::conflict(
-            "A delivery with this id is being handled; retry shortly",
-        )),
-        crate::store::DeliveryClaim::New => match handle(&state, org.id, event, &data).await {
-            Ok(outcome) => {
-                let text = serde_json::to_string(&outcome).unwrap_or_default();
-                state
-                    .db
-                    .finish_webhook_delivery(org.id, &delivery, &text)
-                    .await?;
-                Ok(Json(outcome))
+    // Claimed, handled and recorded in a task of its own: a client that
+    // goes away or the request deadline cannot stop it between the claim
+    // and the record (a claim left behind by a crash is taken over once
+    // its lease has passed).
+    let lease = state.config.server.request_timeout * 2;
+    let org_id = org.id;
+    let worker = state.clone();
+    let outcome = tokio::spawn(async move {
+        let state = worker;
+        match state
+            .db
+            .claim_webhook_delivery(org_id, &delivery, lease)
+            .await?
+        {
+            crate::store::DeliveryClaim::Done(outcome) => {
+                serde_json::from_str(&outcome).map_err(|e| {
+                    tracing::error!(error = %e, "a stored webhook outcome does not parse");
+                    ApiError::internal()
+                })
             }
-            Err(e) => {
-                if let Err(release) = state.db.release_webhook_delivery(org.id, &delivery).await {
-                    tracing::warn!(error = %release, "could not release a webhook delivery claim");
+            crate::store::DeliveryClaim::InProgress => Err(ApiError::conflict(
+                "A delivery with this id is being handled; retry shortly",
+            )),
+            crate::store::DeliveryClaim::New => {
+                let handled = handle(&state, org_id, event, &data).await;
+                let recorded = match &handled {
+                    Ok(outcome) => {
+                        let text = serde_json::to_string(outcome).unwrap_or_default();
+                        state
+                            .db
+                            .finish_webhook_delivery(org_id, &delivery, &text)
+                            .await
+                    }
+                    Err(_) => state.db.release_webhook_delivery(org_id, &delivery).await,
+                };
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "could not record a webhook delivery's outcome");
+                    let _ = state.db.release_webhook_delivery(org_id, &delivery).await;
                 }
-                Err(e)
+                handled
             }
-        },
-    }
+        }
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "handling a webhook delivery failed");
+        ApiError::internal()
+    })??;
+    Ok(Json(outcome))
 }
 
 /// Does what a verified delivery asks.
