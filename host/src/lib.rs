@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod files;
+pub mod places;
 pub mod plugins;
 pub mod realtime;
 pub mod search;

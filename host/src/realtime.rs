@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use tokio::sync::broadcast;
 
 use crate::events::Event;
+use crate::places::{Place, Places};
 
 /// Events a subscriber may fall behind before it is dropped.
 pub const QUEUE: usize = 1024;
@@ -172,52 +173,44 @@ impl Closing {
 /// revoked, or every socket when the gateway shuts down.
 #[derive(Default)]
 pub struct Sockets {
-    owners: DashMap<SocketOwner, (usize, Arc<tokio::sync::watch::Sender<Closing>>)>,
+    owners: Arc<Places<SocketOwner, Arc<tokio::sync::watch::Sender<Closing>>>>,
 }
 
 impl Sockets {
     /// A place for one more socket of `owner`, or `None` at `max`.
-    pub fn open(self: &Arc<Self>, owner: SocketOwner, max: usize) -> Option<SocketTicket> {
-        let mut entry = self
-            .owners
-            .entry(owner)
-            .or_insert_with(|| (0, Arc::new(tokio::sync::watch::channel(Closing::Open).0)));
-        if entry.0 >= max {
-            return None;
-        }
-        entry.0 += 1;
-        let closing = entry.1.subscribe();
+    pub fn open(&self, owner: SocketOwner, max: usize) -> Option<SocketTicket> {
+        let (place, closing) = self.owners.take(owner, max, || {
+            Arc::new(tokio::sync::watch::channel(Closing::Open).0)
+        })?;
         Some(SocketTicket {
-            sockets: self.clone(),
-            owner,
-            closing,
+            _place: place,
+            closing: closing.subscribe(),
         })
     }
 
     /// Closes every open socket of `owner`.
     pub fn revoke(&self, owner: SocketOwner) {
-        if let Some(entry) = self.owners.get(&owner) {
-            entry.1.send_replace(Closing::Revoked);
+        if let Some(closing) = self.owners.get(&owner) {
+            closing.send_replace(Closing::Revoked);
         }
     }
 
     /// Closes every open socket (shutdown).
     pub fn close_all(&self) {
-        for entry in &self.owners {
-            entry.1.send_replace(Closing::ShuttingDown);
-        }
+        self.owners.for_each(|closing| {
+            closing.send_replace(Closing::ShuttingDown);
+        });
     }
 
     /// Open sockets of `owner`.
     pub fn count(&self, owner: SocketOwner) -> usize {
-        self.owners.get(&owner).map_or(0, |e| e.0)
+        self.owners.count(&owner)
     }
 }
 
 /// One open socket's place; dropping it frees the place.
 pub struct SocketTicket {
-    sockets: Arc<Sockets>,
-    owner: SocketOwner,
+    _place: Place<SocketOwner, Arc<tokio::sync::watch::Sender<Closing>>>,
     closing: tokio::sync::watch::Receiver<Closing>,
 }
 
@@ -233,15 +226,6 @@ impl SocketTicket {
             Ok(reason) => reason,
             Err(_) => std::future::pending().await,
         }
-    }
-}
-
-impl Drop for SocketTicket {
-    fn drop(&mut self) {
-        self.sockets.owners.remove_if_mut(&self.owner, |_, entry| {
-            entry.0 = entry.0.saturating_sub(1);
-            entry.0 == 0
-        });
     }
 }
 

@@ -44,7 +44,7 @@ pub struct Inner {
     /// Events for the WebSockets.
     pub bus: crate::realtime::Bus,
     /// Open WebSockets per user and API key.
-    pub sockets: Arc<crate::realtime::Sockets>,
+    pub sockets: crate::realtime::Sockets,
     /// Upload bytes being received, over all clients.
     pub uploads: crate::files::UploadBudget,
     /// Attachment bytes under the data dir.
@@ -397,7 +397,7 @@ async fn accept_loop(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    let addresses = Arc::new(Addresses::default());
+    let addresses: Arc<crate::places::Places<std::net::IpAddr, ()>> = Arc::default();
     let mut stop_accepting = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -426,8 +426,8 @@ async fn accept_loop(
         } else {
             // IPv6 clients by /64, the smallest block one usually holds.
             let network = crate::api::rate_limit::network_of(ip);
-            match addresses.take(network, config.max_connections_per_address) {
-                Some(slot) => Some(slot),
+            match addresses.take(network, config.max_connections_per_address, || ()) {
+                Some((place, ())) => Some(place),
                 None => {
                     metrics::counter!("http_connections_refused_total", "reason" => "address")
                         .increment(1);
@@ -562,39 +562,7 @@ where
 /// life after the HTTP connection hands it over.
 pub struct ConnectionSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    _address: Option<AddressSlot>,
-}
-
-/// Open connections per client address.
-#[derive(Default)]
-struct Addresses(DashMap<std::net::IpAddr, usize>);
-
-impl Addresses {
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut open = self.0.entry(ip).or_insert(0);
-        if *open >= max {
-            return None;
-        }
-        *open += 1;
-        Some(AddressSlot {
-            addresses: self.clone(),
-            ip,
-        })
-    }
-}
-
-struct AddressSlot {
-    addresses: Arc<Addresses>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        self.addresses.0.remove_if_mut(&self.ip, |_, open| {
-            *open = open.saturating_sub(1);
-            *open == 0
-        });
-    }
+    _address: Option<crate::places::Place<std::net::IpAddr, ()>>,
 }
 
 /// Requests in flight on one connection, and when the last one ended.

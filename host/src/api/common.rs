@@ -2,6 +2,7 @@
 //! the WebSocket plumbing (the handshake's principal, the relay loop).
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use gateway_wire::frames::{LISTEN_MAX, READ_BUFFER, WRITE_BUFFER_MAX};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -147,9 +148,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Upgrade {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim().to_owned());
+            .and_then(super::middleware::bearer_token)
+            .map(str::to_owned);
         let token = header.or_else(|| {
             let query = parts.uri.query()?;
             match gateway_wire::text::form_pairs(query.as_bytes()).remove("token") {
@@ -170,8 +170,6 @@ pub(crate) enum Protocol {
     /// 003's customer `/ws`: frames up to `max` bytes (an `audio` clip).
     Converse { max: usize },
 }
-
-use gateway_wire::frames::{LISTEN_MAX, READ_BUFFER, WRITE_BUFFER_MAX};
 
 /// An accepted handshake: the socket's transport limits set, its owner's
 /// place taken.
@@ -314,7 +312,7 @@ pub(crate) async fn relay(
     audience: Audience,
     render: impl Fn(&Event) -> Option<String>,
 ) {
-    use axum::extract::ws::{CloseFrame, Message as Ws};
+    use axum::extract::ws::Message as Ws;
     use tokio::sync::broadcast::error::RecvError;
     metrics::gauge!("websocket_connections").increment(1.0);
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -331,14 +329,14 @@ pub(crate) async fn relay(
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let close = CloseFrame { code: 1013, reason: "too slow: events were dropped; reconnect and reload".into() };
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                    close(&mut socket, 1013, "too slow: events were dropped; reconnect and reload").await;
                     break;
                 }
                 Err(RecvError::Closed) => break,
             },
             reason = guard.closing() => {
-                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close_frame(reason))))).await;
+                let (code, reason) = reason.frame();
+                close(&mut socket, code, reason).await;
                 break;
             }
             incoming = socket.recv() => match incoming {
@@ -352,8 +350,8 @@ pub(crate) async fn relay(
                     break;
                 }
                 if !guard.still_valid().await {
-                    let close = close_frame(crate::realtime::Closing::Revoked);
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                    let (code, reason) = crate::realtime::Closing::Revoked.frame();
+                    close(&mut socket, code, reason).await;
                     break;
                 }
                 let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await;
@@ -366,11 +364,16 @@ pub(crate) async fn relay(
     metrics::gauge!("websocket_connections").decrement(1.0);
 }
 
-/// The close frame of a socket told to close by its ticket.
-pub(crate) fn close_frame(reason: crate::realtime::Closing) -> axum::extract::ws::CloseFrame {
-    let (code, reason) = reason.frame();
-    axum::extract::ws::CloseFrame {
+/// Sends a close frame, giving up after [`SEND_TIMEOUT`]; the caller then
+/// drops the socket.
+pub(crate) async fn close(socket: &mut axum::extract::ws::WebSocket, code: u16, reason: &str) {
+    let frame = axum::extract::ws::CloseFrame {
         code,
         reason: reason.into(),
-    }
+    };
+    let _ = tokio::time::timeout(
+        SEND_TIMEOUT,
+        socket.send(axum::extract::ws::Message::Close(Some(frame))),
+    )
+    .await;
 }

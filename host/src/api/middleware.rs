@@ -285,11 +285,10 @@ pub async fn authenticate_and_limit(
 const SMALL_BODY: u64 = 64 * 1024;
 
 /// A refused body is read and discarded up to this many bytes, for at most
-/// this long; past either the connection is closed.
-pub(crate) const DRAIN_MAX: usize = 64 * 1024 * 1024;
-pub(crate) const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// [`REST_FOR`]; past either the connection is closed.
+const DRAIN_MAX: usize = 64 * 1024 * 1024;
 
-pub(crate) async fn drain(body: axum::body::Body, max: usize, limit: std::time::Duration) {
+async fn drain(body: axum::body::Body, max: usize, limit: std::time::Duration) {
     use http_body_util::BodyExt as _;
     let mut body = body;
     let mut read = 0usize;
@@ -546,7 +545,7 @@ fn parse_forwarded(entry: &str) -> Option<IpAddr> {
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme in any case).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

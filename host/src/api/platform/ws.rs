@@ -41,7 +41,7 @@ use utoipa_axum::routes;
 use super::core::decode_audio;
 use super::{Customer, customer, session_for};
 use crate::api::common::{
-    PING_EVERY, Protocol, SEND_TIMEOUT, SocketGuard, Upgrade, close_frame, handshake, relay,
+    PING_EVERY, Protocol, SEND_TIMEOUT, SocketGuard, Upgrade, close, handshake, relay,
     socket_principal,
 };
 use crate::api::error::ApiError;
@@ -261,14 +261,15 @@ impl Session {
                         Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => break,
                     },
                     reason = guard.closing() => {
-                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close_frame(reason))))).await;
+                        let (code, reason) = reason.frame();
+                        close(&mut socket, code, reason).await;
                         break;
                     }
                     _ = ping.tick() => {
                         if last_seen.elapsed() > PING_EVERY * 2 { break; }
                         if !guard.still_valid().await {
-                            let close = close_frame(crate::realtime::Closing::Revoked);
-                            let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                            let (code, reason) = crate::realtime::Closing::Revoked.frame();
+                            close(&mut socket, code, reason).await;
                             break;
                         }
                         if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Ping(Default::default()))).await, Ok(Ok(()))) { break; }
@@ -287,12 +288,7 @@ impl Session {
             Ok(()) => {}
             Err(Some(event)) => return send(socket, &event).await,
             Err(None) => {
-                let close = axum::extract::ws::CloseFrame {
-                    code: 1008,
-                    reason: "rate limit exceeded".into(),
-                };
-                let _ =
-                    tokio::time::timeout(SEND_TIMEOUT, socket.send(Ws::Close(Some(close)))).await;
+                close(socket, 1008, "rate limit exceeded").await;
                 return false;
             }
         }
