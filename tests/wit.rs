@@ -26,7 +26,7 @@ fn interface_name(resolve: &Resolve, key: &WorldKey, item: &WorldItem) -> Option
 fn package_is_versioned() {
     let (resolve, pkg) = load();
     let name = &resolve.packages[pkg].name;
-    assert_eq!(name.to_string(), "gateway:plugin@0.1.0");
+    assert_eq!(name.to_string(), "gateway:plugin@0.2.0");
 }
 
 #[test]

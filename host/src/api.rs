@@ -5,6 +5,7 @@
 //! calls and the results into each document's JSON.
 
 mod assistant;
+mod channels;
 mod chat;
 mod common;
 mod contacts;
@@ -40,6 +41,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(tickets::router())
         .merge(plugins::router())
         .merge(platform::router())
+        .merge(channels::router())
         .merge(knowledge::router())
         .merge(contacts::router())
         .routes(routes!(openapi_json))

@@ -487,8 +487,8 @@ impl Assistant {
                 is_internal: false,
                 idempotency_key: None,
                 context,
-                channel: Default::default(),
-                delivery: None,
+                channel: conversation.outbound().0,
+                delivery: conversation.outbound().1,
                 reply: ReplyMeta {
                     sources,
                     tokens_used,
@@ -527,8 +527,8 @@ impl Assistant {
                 is_internal: false,
                 idempotency_key: None,
                 context: None,
-                channel: Default::default(),
-                delivery: None,
+                channel: conversation.outbound().0,
+                delivery: conversation.outbound().1,
                 reply: ReplyMeta {
                     sources: Vec::new(),
                     tokens_used: 0,

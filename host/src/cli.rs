@@ -370,8 +370,11 @@ async fn plugins_check(config: &Config) -> anyhow::Result<()> {
     let mut failed = 0;
     for entry in plugins.entries() {
         let c = entry.config();
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let problems = crate::channels::check_entry(c, &env);
         let outcome = match entry {
             crate::plugins::Entry::Failed { error, .. } => Err(error.clone()),
+            crate::plugins::Entry::Ready(_) if !problems.is_empty() => Err(problems.join("; ")),
             crate::plugins::Entry::Ready(plugin) => match plugin.probe().await {
                 Ok(()) => Ok(format!(
                     "loaded in {} ms, {}",

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod assistant;
 pub mod auth;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -22,6 +22,7 @@
 
 mod bindings;
 mod cache;
+mod channel;
 mod host;
 mod http;
 mod llm;
@@ -38,10 +39,16 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::config::{ComponentSource, PluginConfig, World};
 use crate::store::Db;
+pub use bindings::channel_api::{
+    Attachment as ChannelAttachment, ChannelError, ContentKind, DeliveryState, DeliveryStatus,
+    InboundEvent, InboundMessage, Location, Media, OutboundMessage, SentMessage, Template,
+    WebhookRequest, WebhookResponse,
+};
 pub use bindings::llm_api::{
     ChatMessage, Completion, CompletionRequest, Embeddings, LlmError, Passage, Role, Transcription,
     Usage,
 };
+pub use bindings::types::{Header, Pair};
 pub use cache::CacheOutcome;
 pub use http::is_public;
 pub use llm::LlmSession;
@@ -50,7 +57,7 @@ use host::{EntryContext, HostState};
 
 /// The WIT package every plugin is built against, and its version.
 pub const WIT_PACKAGE: &str = "gateway:plugin";
-pub const WIT_VERSION: (u64, u64, u64) = (0, 1, 0);
+pub const WIT_VERSION: (u64, u64, u64) = (0, 2, 0);
 
 /// How often the epoch ticks: the granularity of deadlines, and how long
 /// guest code runs before yielding its thread.
@@ -67,12 +74,16 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
             env!("GATEWAY_PLUGIN_DIR"),
             "/openai.wasm"
         ))),
+        "whatsapp" => Some(include_bytes!(concat!(
+            env!("GATEWAY_PLUGIN_DIR"),
+            "/whatsapp.wasm"
+        ))),
         _ => None,
     }
 }
 
 /// Names accepted after `builtin:`.
-pub const BUILTINS: [&str; 2] = ["kb-answer", "openai"];
+pub const BUILTINS: [&str; 3] = ["kb-answer", "openai", "whatsapp"];
 
 /// Why a call failed. Every variant names the plugin entry in its message.
 #[derive(Debug, Clone)]
@@ -93,6 +104,8 @@ pub enum Failure {
     Invalid(String),
     /// The plugin answered with an error of its own.
     Provider(LlmError),
+    /// The channel plugin answered with an error of its own.
+    Channel(ChannelError),
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +137,7 @@ impl std::fmt::Display for PluginError {
             Failure::Trap(why) => write!(f, "plugin `{p}` crashed: {why}"),
             Failure::Invalid(why) => write!(f, "plugin `{p}` returned an invalid answer: {why}"),
             Failure::Provider(e) => write!(f, "plugin `{p}`: {}", llm::describe(e)),
+            Failure::Channel(e) => write!(f, "plugin `{p}`: {}", channel::describe(e)),
         }
     }
 }
@@ -456,7 +470,6 @@ fn first_line(e: &wasmtime::Error) -> String {
 
 enum Pre {
     Llm(bindings::llm::LlmProviderPre<HostState>),
-    #[allow(dead_code)] // called by the channel plugins' issue
     Channel(bindings::channel::ChannelPre<HostState>),
     #[allow(dead_code)] // called by the webhook plugin's issue
     Webhook(bindings::webhook::WebhookPre<HostState>),
@@ -597,6 +610,7 @@ impl Plugin {
 }
 
 /// One entry's state: loaded, or why not.
+#[allow(clippy::large_enum_variant)] // a handful per process
 pub enum Entry {
     Ready(Arc<Plugin>),
     Failed { config: PluginConfig, error: String },

@@ -77,12 +77,54 @@ impl Delivery {
 #[derive(Default)]
 pub struct Bus {
     topics: DashMap<Topic, broadcast::Sender<Arc<Delivery>>>,
+    /// What the channel workers must hear of at once.
+    pub channel_work: ChannelWork,
+}
+
+/// The channel workers' doorbells: a message waiting for its channel
+/// (the outbox sends it), and a customer's channel messages that staff
+/// read (the provider is told).
+#[derive(Default)]
+pub struct ChannelWork {
+    pub outbox: tokio::sync::Notify,
+    reads: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(i64, Vec<i64>)>>,
+}
+
+impl ChannelWork {
+    /// Where staff reads are handed over: `(conversation id, message ids)`.
+    /// Set once, by the channel workers.
+    pub fn take_reads(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(i64, Vec<i64>)>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.reads.set(tx).ok().map(|()| rx)
+    }
+
+    fn hear(&self, event: &Event) {
+        match event {
+            Event::MessageCreated { message, .. }
+                if message.delivery == Some(crate::domain::conversation::Delivery::Pending) =>
+            {
+                self.outbox.notify_one();
+            }
+            Event::Read {
+                conversation_id,
+                message_ids,
+                by_customer: false,
+                ..
+            } => {
+                if let Some(tx) = self.reads.get() {
+                    let _ = tx.send((*conversation_id, message_ids.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Bus {
     /// Sends `event` to the subscribers of its conversation and, for the
     /// events staff follow, of its organization's staff feed.
     pub fn publish(&self, event: Event) {
+        self.channel_work.hear(&event);
         let conversation = self
             .topics
             .get(&Topic::Conversation(event.conversation_id()))

@@ -51,6 +51,8 @@ pub struct Inner {
     pub files: crate::files::FileStore,
     /// Knowledge, FAQs, memories and the answer pipeline.
     pub assistant: Arc<crate::assistant::Assistant>,
+    /// The channel entries' routes, inbox and outbox.
+    pub channels: crate::channels::Channels,
     /// When each API key's `last_used_at` was last written (Unix seconds).
     key_use: DashMap<i64, u64>,
 }
@@ -136,6 +138,7 @@ impl AppState {
             );
             Arc::new(assistant)
         };
+        let channels = crate::channels::Channels::new(&config.plugins, &db).await;
         Ok(AppState(Arc::new(Inner {
             config: Arc::new(config),
             db,
@@ -152,6 +155,7 @@ impl AppState {
             uploads: crate::files::UploadBudget::new(config_upload_budget),
             files,
             assistant,
+            channels,
             key_use: DashMap::new(),
         })))
     }
@@ -318,6 +322,9 @@ pub async fn serve(
         })
     };
 
+    // The channels' inbox, outbox and read workers.
+    let channel_tasks = crate::channels::start(&state);
+
     let app = crate::api::app(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(accept_loop(
@@ -331,6 +338,7 @@ pub async fn serve(
         result = &mut server => {
             sweeper.abort();
             index_sync.abort();
+            channel_tasks.iter().for_each(|t| t.abort());
             return result.context("server task failed")?;
         }
         () = shutdown => {}
@@ -352,6 +360,8 @@ pub async fn serve(
     }
     sweeper.abort();
     index_sync.abort();
+    // Whatever they held is leased: the next start takes it over.
+    channel_tasks.iter().for_each(|t| t.abort());
     state.db.close().await;
     tracing::info!("shutdown complete");
     Ok(())

@@ -6,6 +6,7 @@
 //! driver. Schema differences live only in `migrations/sqlite` and
 //! `migrations/postgres`.
 
+mod channels;
 mod contacts;
 mod conversations;
 mod identity;
@@ -23,6 +24,7 @@ use sqlx::sqlite::{
 };
 
 use crate::config::{DatabaseConfig, DatabaseKind, Synchronous};
+pub use channels::{InboxRow, NewInboxRow, OutboxItem};
 pub use conversations::{ConversationFilter, NewAttachment};
 pub use tickets::{DeliveryClaim, TicketChanges, TicketFilter};
 

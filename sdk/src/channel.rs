@@ -5,8 +5,8 @@
 
 pub use crate::__channel::exports::gateway::plugin::messaging::{
     Attachment, ChannelError, ComposedMail, ContentKind, DeliveryState, DeliveryStatus,
-    InboundEvent, InboundMessage, Media, OutboundMessage, ParsedWebhook, SentMessage,
-    WebhookRequest, WebhookResponse,
+    InboundEvent, InboundMessage, Location, Media, OutboundMessage, ParsedWebhook, SentMessage,
+    Template, WebhookRequest, WebhookResponse,
 };
 
 /// A channel. Every method defaults to [`ChannelError::NotSupported`].
@@ -26,6 +26,18 @@ pub trait Channel {
     /// Sends one outbound message through the provider.
     fn send(message: OutboundMessage) -> Result<SentMessage, ChannelError> {
         let _ = message;
+        Err(ChannelError::NotSupported)
+    }
+
+    /// Downloads an inbound message's file and checks its hash.
+    fn fetch_media(media: Media) -> Result<Attachment, ChannelError> {
+        let _ = media;
+        Err(ChannelError::NotSupported)
+    }
+
+    /// Tells the provider that a customer's message has been read.
+    fn mark_read(account: Option<String>, external_id: String) -> Result<(), ChannelError> {
+        let _ = (account, external_id);
         Err(ChannelError::NotSupported)
     }
 
@@ -75,6 +87,22 @@ macro_rules! export_channel {
                     $crate::channel::ChannelError,
                 > {
                     <$ty as $crate::Channel>::send(message)
+                }
+
+                fn fetch_media(
+                    media: $crate::channel::Media,
+                ) -> ::core::result::Result<
+                    $crate::channel::Attachment,
+                    $crate::channel::ChannelError,
+                > {
+                    <$ty as $crate::Channel>::fetch_media(media)
+                }
+
+                fn mark_read(
+                    account: ::core::option::Option<::std::string::String>,
+                    external_id: ::std::string::String,
+                ) -> ::core::result::Result<(), $crate::channel::ChannelError> {
+                    <$ty as $crate::Channel>::mark_read(account, external_id)
                 }
 
                 fn compose_mail(

@@ -1,5 +1,5 @@
 //! The SDK for gateway plugins: WebAssembly components built against the
-//! WIT package `gateway:plugin@0.1.0` (`wit/` at the repository root).
+//! WIT package `gateway:plugin@0.2.0` (`wit/` at the repository root).
 //!
 //! Enable the feature of the world your plugin implements (`llm-provider`,
 //! the default; `channel`; `webhook`), implement its trait (every method
@@ -42,13 +42,13 @@ pub mod __imports {
         inline: "
             package gateway:sdk;
             world imports {
-                import gateway:plugin/config@0.1.0;
-                import gateway:plugin/http@0.1.0;
-                import gateway:plugin/secrets@0.1.0;
-                import gateway:plugin/kv@0.1.0;
-                import gateway:plugin/log@0.1.0;
-                import gateway:plugin/clock@0.1.0;
-                import gateway:plugin/mail@0.1.0;
+                import gateway:plugin/config@0.2.0;
+                import gateway:plugin/http@0.2.0;
+                import gateway:plugin/secrets@0.2.0;
+                import gateway:plugin/kv@0.2.0;
+                import gateway:plugin/log@0.2.0;
+                import gateway:plugin/clock@0.2.0;
+                import gateway:plugin/mail@0.2.0;
             }
         ",
         path: "../wit",
@@ -68,13 +68,13 @@ pub mod __llm {
         export_macro_name: "__export_llm_provider",
         default_bindings_module: "gateway_plugin_sdk::__llm",
         with: {
-            "gateway:plugin/types@0.1.0": crate::__imports::gateway::plugin::types,
-            "gateway:plugin/config@0.1.0": crate::__imports::gateway::plugin::config,
-            "gateway:plugin/http@0.1.0": crate::__imports::gateway::plugin::http,
-            "gateway:plugin/secrets@0.1.0": crate::__imports::gateway::plugin::secrets,
-            "gateway:plugin/kv@0.1.0": crate::__imports::gateway::plugin::kv,
-            "gateway:plugin/log@0.1.0": crate::__imports::gateway::plugin::log,
-            "gateway:plugin/clock@0.1.0": crate::__imports::gateway::plugin::clock,
+            "gateway:plugin/types@0.2.0": crate::__imports::gateway::plugin::types,
+            "gateway:plugin/config@0.2.0": crate::__imports::gateway::plugin::config,
+            "gateway:plugin/http@0.2.0": crate::__imports::gateway::plugin::http,
+            "gateway:plugin/secrets@0.2.0": crate::__imports::gateway::plugin::secrets,
+            "gateway:plugin/kv@0.2.0": crate::__imports::gateway::plugin::kv,
+            "gateway:plugin/log@0.2.0": crate::__imports::gateway::plugin::log,
+            "gateway:plugin/clock@0.2.0": crate::__imports::gateway::plugin::clock,
         },
     });
 }
@@ -89,14 +89,14 @@ pub mod __channel {
         export_macro_name: "__export_channel",
         default_bindings_module: "gateway_plugin_sdk::__channel",
         with: {
-            "gateway:plugin/types@0.1.0": crate::__imports::gateway::plugin::types,
-            "gateway:plugin/config@0.1.0": crate::__imports::gateway::plugin::config,
-            "gateway:plugin/http@0.1.0": crate::__imports::gateway::plugin::http,
-            "gateway:plugin/secrets@0.1.0": crate::__imports::gateway::plugin::secrets,
-            "gateway:plugin/kv@0.1.0": crate::__imports::gateway::plugin::kv,
-            "gateway:plugin/log@0.1.0": crate::__imports::gateway::plugin::log,
-            "gateway:plugin/clock@0.1.0": crate::__imports::gateway::plugin::clock,
-            "gateway:plugin/mail@0.1.0": crate::__imports::gateway::plugin::mail,
+            "gateway:plugin/types@0.2.0": crate::__imports::gateway::plugin::types,
+            "gateway:plugin/config@0.2.0": crate::__imports::gateway::plugin::config,
+            "gateway:plugin/http@0.2.0": crate::__imports::gateway::plugin::http,
+            "gateway:plugin/secrets@0.2.0": crate::__imports::gateway::plugin::secrets,
+            "gateway:plugin/kv@0.2.0": crate::__imports::gateway::plugin::kv,
+            "gateway:plugin/log@0.2.0": crate::__imports::gateway::plugin::log,
+            "gateway:plugin/clock@0.2.0": crate::__imports::gateway::plugin::clock,
+            "gateway:plugin/mail@0.2.0": crate::__imports::gateway::plugin::mail,
         },
     });
 }
@@ -111,13 +111,13 @@ pub mod __webhook {
         export_macro_name: "__export_webhook",
         default_bindings_module: "gateway_plugin_sdk::__webhook",
         with: {
-            "gateway:plugin/types@0.1.0": crate::__imports::gateway::plugin::types,
-            "gateway:plugin/config@0.1.0": crate::__imports::gateway::plugin::config,
-            "gateway:plugin/http@0.1.0": crate::__imports::gateway::plugin::http,
-            "gateway:plugin/secrets@0.1.0": crate::__imports::gateway::plugin::secrets,
-            "gateway:plugin/kv@0.1.0": crate::__imports::gateway::plugin::kv,
-            "gateway:plugin/log@0.1.0": crate::__imports::gateway::plugin::log,
-            "gateway:plugin/clock@0.1.0": crate::__imports::gateway::plugin::clock,
+            "gateway:plugin/types@0.2.0": crate::__imports::gateway::plugin::types,
+            "gateway:plugin/config@0.2.0": crate::__imports::gateway::plugin::config,
+            "gateway:plugin/http@0.2.0": crate::__imports::gateway::plugin::http,
+            "gateway:plugin/secrets@0.2.0": crate::__imports::gateway::plugin::secrets,
+            "gateway:plugin/kv@0.2.0": crate::__imports::gateway::plugin::kv,
+            "gateway:plugin/log@0.2.0": crate::__imports::gateway::plugin::log,
+            "gateway:plugin/clock@0.2.0": crate::__imports::gateway::plugin::clock,
         },
     });
 }

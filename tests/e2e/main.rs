@@ -20,3 +20,4 @@ mod rate_limits;
 mod service;
 mod store;
 mod tickets;
+mod whatsapp;

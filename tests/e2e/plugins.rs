@@ -512,7 +512,7 @@ fn plugins_check_explains_what_is_wrong() {
         ),
         (
             entry("future", &component("future_version"), "llm-provider", ""),
-            "it was built against gateway:plugin@0.2.0, but this gateway speaks gateway:plugin@0.1.0",
+            "it was built against gateway:plugin@0.3.0, but this gateway speaks gateway:plugin@0.2.0",
         ),
         (
             entry(

@@ -165,6 +165,9 @@ pub struct PluginConfig {
     pub id: String,
     pub source: ComponentSource,
     pub world: World,
+    /// For channel entries: the slug of the organization whose
+    /// conversations this entry carries (default `default`).
+    pub organization: String,
     /// The `settings` table as a JSON object, handed to the plugin as is.
     pub settings: serde_json::Value,
     pub grants: Grants,
@@ -176,6 +179,8 @@ pub struct RawPlugin {
     pub id: String,
     pub path: String,
     pub world: String,
+    #[serde(default)]
+    pub organization: Option<String>,
     #[serde(default)]
     pub settings: toml::Table,
     #[serde(default)]
@@ -215,6 +220,7 @@ pub fn default_entries() -> Vec<RawPlugin> {
         id: "kb-answer".into(),
         path: "builtin:kb-answer".into(),
         world: "llm-provider".into(),
+        organization: None,
         settings: toml::Table::new(),
         grants: RawGrants::default(),
     }]
@@ -323,10 +329,20 @@ pub(super) fn validate(
         }
         let settings = serde_json::to_value(&p.settings)
             .map_err(|e| err("settings", format!("cannot be passed as JSON: {e}")))?;
+        let organization = p.organization.unwrap_or_else(|| "default".into());
+        if crate::domain::identity::validate_slug(&organization).is_err() {
+            return Err(err(
+                "organization",
+                format!(
+                    "expected an organization's slug such as \"default\", got {organization:?}"
+                ),
+            ));
+        }
         out.push(PluginConfig {
             id: p.id,
             source: source_,
             world,
+            organization,
             settings,
             grants: Grants {
                 http_hosts,

@@ -218,6 +218,42 @@ pub struct Conversation {
     pub history_from: i64,
 }
 
+/// Whether a channel message is a template (WhatsApp's pre-approved
+/// messages, which may go out outside the customer-service window).
+pub fn is_template(meta: &ChannelMeta) -> bool {
+    meta.data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .is_some_and(|v| v.get("template").is_some())
+}
+
+impl Conversation {
+    /// Whether a public message in this conversation must be carried to
+    /// the customer by a channel entry (WhatsApp, email).
+    pub fn carried_by_channel(&self) -> Option<&str> {
+        match self.channel {
+            Channel::Whatsapp | Channel::Email => self.channel_entry.as_deref(),
+            Channel::Web | Channel::Api => None,
+        }
+    }
+
+    /// The channel details and delivery state of a new public message to
+    /// the customer: pending on the conversation's channel entry (the
+    /// outbox sends it), or nothing off channels.
+    pub fn outbound(&self) -> (ChannelMeta, Option<Delivery>) {
+        match self.carried_by_channel() {
+            Some(entry) => (
+                ChannelMeta {
+                    entry: Some(entry.to_owned()),
+                    ..Default::default()
+                },
+                Some(Delivery::Pending),
+            ),
+            None => (ChannelMeta::default(), None),
+        }
+    }
+}
+
 /// Who answers a conversation's customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
@@ -320,6 +356,10 @@ pub struct ChannelMeta {
     pub subject: Option<String>,
     /// An email's HTML body (the plain text is `content`).
     pub html: Option<String>,
+    /// What the message carries beyond its text, as JSON (the content
+    /// kind, a location, a chosen button, a template to send). Written,
+    /// not read back with the message.
+    pub data: Option<String>,
 }
 
 /// What an assistant reply was based on: the passage ids it cites, the

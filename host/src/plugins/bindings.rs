@@ -50,6 +50,7 @@ pub mod webhook {
     });
 }
 
+pub use channel::exports::gateway::plugin::messaging as channel_api;
 pub use channel::gateway::plugin::mail;
 pub use llm::exports::gateway::plugin::llm as llm_api;
 pub use llm::gateway::plugin::{clock, config, http, kv, log, secrets, types};

@@ -70,6 +70,9 @@ pub enum Answer {
     /// answer is the customer's message; the reply is in the history and
     /// on the session's socket).
     BestEffort,
+    /// Store the message only: there is nothing to answer (a channel
+    /// message with a file and no text).
+    Skip,
 }
 
 /// A message to post.
@@ -247,6 +250,21 @@ pub async fn post(
         ));
     }
     let is_customer = matches!(post.author, Author::Customer { .. });
+    // Staff's and the system's public messages in a channel conversation
+    // go out through the channel: pending, for the outbox.
+    let (channel, delivery) = match c.carried_by_channel() {
+        Some(_) if !is_customer && !post.internal && post.delivery.is_none() => {
+            if let Err(e) = within_window(core, c, &post.channel).await {
+                release(core, &post.files).await;
+                return Err(e);
+            }
+            let (mut meta, delivery) = c.outbound();
+            meta.data = post.channel.data.clone();
+            meta.reply_to_id = post.channel.reply_to_id;
+            (meta, delivery)
+        }
+        _ => (post.channel.clone(), post.delivery),
+    };
     // A provider's id names the message once per entry: a redelivery is a
     // retry, answered like a repeated Idempotency-Key.
     let idempotency_key = post.idempotency_key.clone().or_else(|| {
@@ -268,8 +286,8 @@ pub async fn post(
                 idempotency_key,
                 reply: Default::default(),
                 context: None,
-                channel: post.channel.clone(),
-                delivery: post.delivery,
+                channel,
+                delivery,
             },
             &post.files,
         )
@@ -302,7 +320,10 @@ pub async fn post(
         }
         // Off the assistant's own entry points, a conversation a person
         // has costs nothing more than the insert.
-        Author::Customer { .. } if answer == Answer::Required || c.handling == Handling::Ai => {
+        Author::Customer { .. }
+            if answer == Answer::Required
+                || (answer == Answer::BestEffort && c.handling == Handling::Ai) =>
+        {
             // Whose memories the assistant reads.
             let customer_ref = post
                 .customer_ref
@@ -319,7 +340,7 @@ pub async fn post(
                     turn = Some(t);
                 }
                 (Err(e), Answer::Required) => return Err(e.into()),
-                (Err(e), Answer::BestEffort) => {
+                (Err(e), _) => {
                     tracing::warn!(error = %e, conversation = c.id, "the assistant could not answer");
                 }
             }
@@ -332,6 +353,31 @@ pub async fn post(
         created,
         turn,
     })
+}
+
+/// How long after the customer's last message WhatsApp accepts free-form
+/// messages (its customer-service window); templates go out any time.
+pub const WHATSAPP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Whether a free-form message may go out in a WhatsApp conversation now:
+/// within 24 hours of the customer's last message, or a template.
+pub async fn within_window(
+    core: Core<'_>,
+    c: &Conversation,
+    meta: &ChannelMeta,
+) -> Result<(), ServiceError> {
+    if c.channel != Channel::Whatsapp || crate::domain::conversation::is_template(meta) {
+        return Ok(());
+    }
+    let last = core.db.last_customer_message_at(c.id).await?;
+    match last {
+        Some(at) if Utc::now() - at <= WHATSAPP_WINDOW => Ok(()),
+        _ => Err(ServiceError::Conflict(
+            "Outside WhatsApp's 24-hour customer-service window: the customer has not written \
+             in the last 24 hours, so only a template message can be sent"
+                .into(),
+        )),
+    }
 }
 
 async fn release(core: Core<'_>, files: &[NewAttachment]) {

@@ -154,6 +154,7 @@ impl From<MessageRow> for Message {
                 response_time_ms: r.response_time_ms,
             },
             channel: ChannelMeta {
+                data: None,
                 entry: r.channel_entry,
                 provider_message_id: r.provider_message_id,
                 reply_to_id: r.reply_to_id,
@@ -166,7 +167,7 @@ impl From<MessageRow> for Message {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, delivery_error, reply_to_id, subject, html";
+pub(super) const MESSAGE_COLUMNS: &str = "id, org_id, conversation_id, sender_kind, sender_id, content, is_internal, status, read_at, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, delivery_error, reply_to_id, subject, html";
 
 /// Which conversations a listing shows.
 #[derive(Debug, Clone, Default)]
@@ -202,8 +203,8 @@ macro_rules! message_tx {
         // Only the id comes back: the rest is what was written (decoding
         // twenty columns per message cost more than the insert itself).
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, reply_to_id, subject, html) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+            "INSERT INTO messages (org_id, conversation_id, sender_kind, sender_id, content, is_internal, idempotency_key, created_at, sources, tokens_used, response_time_ms, channel_entry, provider_message_id, delivery, reply_to_id, subject, html, channel_data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
              ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id",
         )
@@ -224,6 +225,7 @@ macro_rules! message_tx {
         .bind(new.channel.reply_to_id)
         .bind(&new.channel.subject)
         .bind(&new.channel.html)
+        .bind(&new.channel.data)
         .fetch_optional(&mut *$tx)
         .await?;
         let result: Result<Inserted, sqlx::Error> = match inserted {

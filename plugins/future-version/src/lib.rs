@@ -1,4 +1,4 @@
-//! A component built against `gateway:plugin@0.2.0`, a version this gateway
+//! A component built against `gateway:plugin@0.3.0`, a version this gateway
 //! does not speak: loading it must fail with a message naming both versions.
 
 // The bindings wit-bindgen generates here (not in the SDK) use unsafe code.

@@ -91,6 +91,11 @@ pub(super) async fn list_messages(
         .list_messages(c.id, internal, before, limit)
         .await?;
     let total = state.db.count_messages(c.id, internal).await?;
+    // Staff reading a channel conversation: its customer's messages are
+    // read (WhatsApp shows the blue ticks).
+    if policy::is_staff(&p) {
+        crate::channels::seen_by_staff(&state, &c).await;
+    }
     let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
     let files = state.db.attachments_of(&ids).await?;
     Ok(Json(MessageList {

@@ -35,6 +35,11 @@ pub(super) async fn list_ticket_messages(
         .db
         .list_messages(t.conversation_id, policy::may_see_internal(&p), None, 1000)
         .await?;
+    if policy::is_staff(&p)
+        && let Some(c) = state.db.conversation(t.conversation_id).await?
+    {
+        crate::channels::seen_by_staff(&state, &c).await;
+    }
     Ok(Json(
         messages
             .iter()
