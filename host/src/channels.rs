@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use dashmap::DashMap;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ComponentSource, PluginConfig, World};
@@ -60,8 +59,9 @@ const EVENT_ATTEMPTS: i64 = 20;
 /// Attempts before an outbound message fails.
 pub const SEND_ATTEMPTS: i64 = 10;
 /// A status may overtake the record of the send it reports on: it is
-/// retried this often before it is dropped as unknown.
-const STATUS_ATTEMPTS: i64 = 3;
+/// retried (1 s, 2 s, 4 s... about four minutes in all) before it is
+/// dropped as unknown.
+const STATUS_ATTEMPTS: i64 = 8;
 
 /// One WhatsApp entry: whose conversations, which numbers.
 #[derive(Debug, Clone)]
@@ -224,10 +224,12 @@ impl InboxEvent {
             InboxEvent::Message(m) => {
                 format!("{}:{}", m.account.as_deref().unwrap_or_default(), m.sender)
             }
+            // A status waits for nobody's messages: its own lane, per
+            // message (its sent, delivered and read stay in order).
             InboxEvent::Status(s) => format!(
-                "{}:{}",
+                "status:{}:{}",
                 s.account.as_deref().unwrap_or_default(),
-                s.recipient.as_deref().unwrap_or_default()
+                s.id
             ),
         }
     }
@@ -452,7 +454,15 @@ async fn inbox_worker(state: AppState) {
         tracing::warn!(error = %e, "could not take over the previous run's channel work");
     }
     state.bus.channel_work.outbox.notify_one();
+    // Lanes run as tasks of their own: a slow one (a model call, a large
+    // download) holds up only its own customer. A lane's later events are
+    // not claimed while an earlier one is leased (`Db::inbox_claim`).
+    let mut running = tokio::task::JoinSet::new();
     loop {
+        if running.len() >= LANES_AT_ONCE {
+            let _ = running.join_next().await;
+            continue;
+        }
         let claimed = state
             .db
             .inbox_claim(now_ms(), LEASE.as_millis() as i64, BATCH)
@@ -465,48 +475,51 @@ async fn inbox_worker(state: AppState) {
                 continue;
             }
         };
-        if rows.is_empty() {
-            let _ = tokio::time::timeout(POLL, state.channels.inbox_wake.notified()).await;
-            continue;
-        }
+        let full = rows.len() as i64 == BATCH;
         let mut lanes: BTreeMap<String, Vec<InboxRow>> = BTreeMap::new();
         for row in rows {
             lanes.entry(row.lane.clone()).or_default().push(row);
         }
-        let done: Vec<Vec<i64>> = futures_util::stream::iter(lanes.into_values())
-            .map(|lane| {
-                let state = state.clone();
-                async move {
-                    let mut done = Vec::new();
-                    for row in lane {
-                        match process(&state, &row).await {
-                            Ok(()) => done.push(row.id),
-                            Err(why) if row.attempts >= EVENT_ATTEMPTS => {
-                                metrics::counter!("channel_inbox_dropped_total").increment(1);
-                                tracing::error!(entry = %row.entry, attempts = row.attempts, error = %why, "a channel event failed too often and is dropped");
-                                done.push(row.id);
-                            }
-                            Err(why) => {
-                                let due = now_ms() + backoff(row.attempts).as_millis() as i64;
-                                tracing::warn!(entry = %row.entry, attempts = row.attempts, error = %why, "a channel event failed; retrying");
-                                if let Err(e) = state.db.inbox_retry(row.id, due, &why).await {
-                                    tracing::warn!(error = %e, "could not reschedule a channel event");
-                                }
-                                // The lane's later events wait for this one.
-                                break;
-                            }
-                        }
-                    }
-                    done
-                }
-            })
-            .buffer_unordered(LANES_AT_ONCE)
-            .collect()
-            .await;
-        let done: Vec<i64> = done.into_iter().flatten().collect();
-        if let Err(e) = state.db.inbox_done(&done).await {
-            tracing::warn!(error = %e, "could not clear processed channel events");
+        for lane in lanes.into_values() {
+            running.spawn(process_lane(state.clone(), lane));
         }
+        if full {
+            continue;
+        }
+        // Nothing more due: wait for a webhook, a finished lane or the poll.
+        tokio::select! {
+            () = state.channels.inbox_wake.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Processes one lane's claimed events in order; a failure puts the event
+/// back with backoff and the rest of the lane behind it.
+async fn process_lane(state: AppState, lane: Vec<InboxRow>) {
+    let mut done = Vec::new();
+    for (i, row) in lane.iter().enumerate() {
+        match process(&state, row).await {
+            Ok(()) => done.push(row.id),
+            Err(why) if row.attempts >= EVENT_ATTEMPTS => {
+                metrics::counter!("channel_inbox_dropped_total").increment(1);
+                tracing::error!(entry = %row.entry, attempts = row.attempts, error = %why, "a channel event failed too often and is dropped");
+                done.push(row.id);
+            }
+            Err(why) => {
+                let due = now_ms() + backoff(row.attempts).as_millis() as i64;
+                tracing::warn!(entry = %row.entry, attempts = row.attempts, error = %why, "a channel event failed; retrying");
+                let later: Vec<i64> = lane[i + 1..].iter().map(|r| r.id).collect();
+                if let Err(e) = state.db.inbox_retry(row.id, due, &why, &later).await {
+                    tracing::warn!(error = %e, "could not reschedule a channel event");
+                }
+                break;
+            }
+        }
+    }
+    if let Err(e) = state.db.inbox_done(&done).await {
+        tracing::warn!(error = %e, "could not clear processed channel events");
     }
 }
 
@@ -547,9 +560,13 @@ async fn conversation_for(
         .conversation_by_external(route.org_id, &key)
         .await?
     {
-        if c.status.is_open() {
+        let ours =
+            c.channel == Channel::Whatsapp && c.channel_entry.as_deref() == Some(&route.entry);
+        if ours && c.status.is_open() {
             return Ok(c);
         }
+        // Closed, or not a conversation of this entry at all: the key goes
+        // to a new one.
         state.db.release_external_id(c.id).await?;
     }
     let new = NewConversation {
@@ -614,14 +631,14 @@ async fn receive(
     attempts: i64,
 ) -> Result<(), String> {
     let db = &state.db;
-    // A redelivery: the first one is stored already.
-    if db
+    // A redelivery, or a retry after a crash: the message is stored
+    // already; it still gets the assistant's turn if a crash took it.
+    if let Some(stored) = db
         .message_by_provider_id(&route.entry, &m.id)
         .await
         .map_err(|e| e.to_string())?
-        .is_some()
     {
-        return Ok(());
+        return answer_if_unanswered(state, &stored).await;
     }
     if m.kind == "reaction" {
         if let Some(target) = &m.in_reply_to
@@ -723,6 +740,45 @@ async fn receive(
         Err(ServiceError::Closed) => Err("the conversation closed meanwhile".into()),
         Err(e) => Err(service_error(e)),
     }
+}
+
+/// The assistant's turn for a stored customer message that is still the
+/// conversation's last (the process died between storing it and
+/// answering).
+async fn answer_if_unanswered(state: &AppState, m: &Message) -> Result<(), String> {
+    use crate::domain::conversation::{Handling, SenderKind};
+    if m.sender_kind != SenderKind::Customer || m.content.trim().is_empty() {
+        return Ok(());
+    }
+    let Some(c) = state
+        .db
+        .conversation(m.conversation_id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    if c.handling != Handling::Ai || !c.status.is_open() {
+        return Ok(());
+    }
+    let (last, _) = state
+        .db
+        .list_messages(c.id, true, None, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    if last.first().map(|l| l.id) != Some(m.id) {
+        return Ok(());
+    }
+    let customer_ref = format!("contact-{}", c.contact_id.unwrap_or_default());
+    match state
+        .assistant
+        .respond(&c, &customer_ref, &m.content, false)
+        .await
+    {
+        Ok(turn) => convos::announce(state.core(), &turn),
+        Err(e) => tracing::warn!(error = %e, conversation = c.id, "the assistant could not answer"),
+    }
+    Ok(())
 }
 
 fn describe_service(e: &ServiceError) -> String {
@@ -868,7 +924,14 @@ async fn status(state: &AppState, route: &Route, s: InStatus, attempts: i64) -> 
 }
 
 async fn outbox_worker(state: AppState) {
+    // One conversation's messages go out in order (`Db::outbox_claim` takes
+    // none behind a leased or waiting one); conversations at once.
+    let mut running = tokio::task::JoinSet::new();
     loop {
+        if running.len() >= LANES_AT_ONCE {
+            let _ = running.join_next().await;
+            continue;
+        }
         let claimed = state
             .db
             .outbox_claim(now_ms(), LEASE.as_millis() as i64, BATCH)
@@ -881,28 +944,38 @@ async fn outbox_worker(state: AppState) {
                 continue;
             }
         };
-        if items.is_empty() {
-            let _ = tokio::time::timeout(POLL, state.bus.channel_work.outbox.notified()).await;
-            continue;
-        }
-        // One conversation's messages go out in order; conversations at once.
-        let mut by_conversation: HashMap<i64, Vec<crate::store::OutboxItem>> = HashMap::new();
+        let full = items.len() as i64 == BATCH;
+        let mut by_conversation: BTreeMap<i64, Vec<crate::store::OutboxItem>> = BTreeMap::new();
         for item in items {
             by_conversation
                 .entry(item.conversation_id)
                 .or_default()
                 .push(item);
         }
-        futures_util::stream::iter(by_conversation.into_values())
-            .for_each_concurrent(LANES_AT_ONCE, |items| {
-                let state = state.clone();
-                async move {
-                    for item in items {
-                        send(&state, item).await;
+        for items in by_conversation.into_values() {
+            let state = state.clone();
+            running.spawn(async move {
+                let mut items = items.into_iter();
+                while let Some(item) = items.next() {
+                    if !send(&state, item).await {
+                        // The rest waits behind the one being retried.
+                        let later: Vec<i64> = items.map(|i| i.id).collect();
+                        if let Err(e) = state.db.outbox_release(&later).await {
+                            tracing::warn!(error = %e, "could not release channel sends");
+                        }
+                        break;
                     }
                 }
-            })
-            .await;
+            });
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            () = state.bus.channel_work.outbox.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
 }
 
@@ -920,8 +993,9 @@ struct TemplateData {
     components: Option<serde_json::Value>,
 }
 
-/// Sends one claimed message and records how it went.
-async fn send(state: &AppState, item: crate::store::OutboxItem) {
+/// Sends one claimed message and records how it went; `false` when it
+/// waits for a retry (the conversation's later messages wait behind it).
+async fn send(state: &AppState, item: crate::store::OutboxItem) -> bool {
     let id = item.id;
     let attempts = item.send_attempts;
     match try_send(state, &item).await {
@@ -943,6 +1017,7 @@ async fn send(state: &AppState, item: crate::store::OutboxItem) {
             if let Err(e) = state.db.outbox_retry(id, due, &why).await {
                 tracing::warn!(error = %e, "could not reschedule a channel send");
             }
+            return false;
         }
         Err(Unsent::Retry(why, _)) => {
             fail(
@@ -953,6 +1028,7 @@ async fn send(state: &AppState, item: crate::store::OutboxItem) {
             .await
         }
     }
+    true
 }
 
 async fn fail(state: &AppState, id: i64, why: &str) {
@@ -1008,7 +1084,8 @@ async fn try_send(state: &AppState, item: &crate::store::OutboxItem) -> Result<S
         .and_then(|d| serde_json::from_str(d).ok())
         .unwrap_or_default();
     if data.template.is_none() {
-        let last = state.db.last_customer_message_at(c.id).await?;
+        let key = conversation_key(account, customer);
+        let last = state.db.last_customer_message_at(c.org_id, &key).await?;
         if last.is_none_or(|at| Utc::now() - at > convos::WHATSAPP_WINDOW) {
             return Err(Unsent::Fail(
                 "outside WhatsApp's 24-hour customer-service window: only a template can be sent"

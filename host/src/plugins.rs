@@ -50,6 +50,7 @@ pub use bindings::llm_api::{
 };
 pub use bindings::types::{Header, Pair};
 pub use cache::CacheOutcome;
+pub use channel::ChannelSession;
 pub use http::is_public;
 pub use llm::LlmSession;
 

@@ -22,6 +22,7 @@ CREATE TABLE channel_inbox (
     created_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX channel_inbox_due ON channel_inbox (due_ms, id);
+CREATE INDEX channel_inbox_lane ON channel_inbox (lane, id);
 
 -- What a channel message carries beyond its text (JSON: the content kind,
 -- a location, the chosen button's id, a template to send...).

@@ -98,23 +98,55 @@ async fn upload(headers: HeaderMap, body: Bytes) -> Response {
     Json(json!({"id": "4490709327384033"})).into_response()
 }
 
+/// The file the fake serves for a media id: `webp-...` a sticker,
+/// `ogg-...` a voice note, `mp4-...` a video, `pdf-...` a document, else
+/// a PNG.
+fn media_file(id: &str) -> (&'static str, Vec<u8>) {
+    match id.split('-').next().unwrap_or_default() {
+        "webp" => (
+            "image/webp",
+            b"RIFF\x1a\0\0\0WEBPVP8 \x0e\0\0\0\x30\x01\0\x9d\x01\x2a\x01\0\x01\0".to_vec(),
+        ),
+        "ogg" => (
+            "audio/ogg",
+            b"OggS\0\x02\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0OpusHead".to_vec(),
+        ),
+        "mp4" => ("video/mp4", b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec()),
+        "pdf" => (
+            "application/pdf",
+            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n".to_vec(),
+        ),
+        _ => ("image/png", PNG.to_vec()),
+    }
+}
+
+/// The media's SHA-256 as the webhook spells it (base64).
+fn media_sha(id: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(media_file(id).1))
+}
+
 async fn media_info(State(fake): State<Fake>, Path(id): Path<String>) -> Response {
     let base = fake.base.lock().expect("lock").clone();
-    let sha = hex_sha(PNG);
+    let (mime, bytes) = media_file(&id);
     Json(
         json!({"messaging_product": "whatsapp", "url": format!("{base}/media/{id}"),
-        "mime_type": "image/png", "sha256": sha, "file_size": PNG.len(), "id": id}),
+        "mime_type": mime, "sha256": hex_sha(&bytes), "file_size": bytes.len(), "id": id}),
     )
     .into_response()
 }
 
-async fn media_bytes(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+async fn media_bytes(
+    State(fake): State<Fake>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let delay = *fake.media_delay.lock().expect("lock");
     tokio::time::sleep(delay).await;
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    ([("content-type", "image/png")], PNG.to_vec()).into_response()
+    let (mime, bytes) = media_file(&id);
+    ([("content-type", mime)], bytes).into_response()
 }
 
 fn hex_sha(bytes: &[u8]) -> String {
@@ -506,6 +538,31 @@ async fn whatsapp_inbound_assistant_reply_statuses_and_sends() {
             "12345"
         );
 
+        // An image: uploaded to /media, then sent by its id.
+        let r = send(
+            json!({"to": "16315551181", "type": "image", "text": "your label",
+            "media": {"data": base64::engine::general_purpose::STANDARD.encode(PNG),
+                "filename": "label.png", "mimeType": "image/png"}}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        let image = sent_to(&fake, "16315551181").pop().expect("image sent");
+        assert_eq!(image["type"], "image", "{image}");
+        assert_eq!(image["image"]["id"], "4490709327384033");
+        assert_eq!(image["image"]["caption"], "your label");
+
+        // The statuses moved the assistant's reply to delivered.
+        if kind == DbKind::Sqlite {
+            let db = sqlite(&gw).await;
+            let delivery: Option<String> = sqlx::query_scalar(
+                "SELECT delivery FROM messages WHERE provider_message_id = 'wamid.OUT0'",
+            )
+            .fetch_one(&db)
+            .await
+            .expect("reply");
+            assert_eq!(delivery.as_deref(), Some("delivered"));
+        }
+
         // 500 then 429: retried with backoff, sent once.
         fake.failures.lock().expect("lock").extend([429, 500]);
         let r = send(json!({"to": "16315551181", "type": "text", "text": "After a hiccup"})).await;
@@ -560,4 +617,200 @@ fn options_clone(o: &Options) -> Options {
         toml: o.toml.clone(),
         env: o.env.clone(),
     }
+}
+
+/// A read-only look at the gateway's SQLite database.
+async fn sqlite(gw: &Gateway) -> sqlx::SqlitePool {
+    let path = gw.dir.path().join("data").join("gateway.db");
+    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .expect("open the database")
+}
+
+#[tokio::test]
+async fn every_inbound_type_is_stored() {
+    let (_fake, port) = start_fake().await;
+    let gw = Gateway::start_with(options(DbKind::Sqlite, port)).await;
+    let wa = "5511999990000";
+    let m = |id: &str, rest: &str| {
+        format!(r#"{{"from":"{wa}","id":"{id}","timestamp":"1700000100",{rest}}}"#)
+    };
+    let media = |kind: &str, id: &str, extra: &str| {
+        format!(
+            r#""type":"{kind}","{kind}":{{"id":"{id}","mime_type":"{}","sha256":"{}"{extra}}}"#,
+            media_file(id).0,
+            media_sha(id)
+        )
+    };
+    let messages = [
+        m("wamid.A", r#""type":"text","text":{"body":"first"}"#),
+        m(
+            "wamid.B",
+            r#""type":"text","text":{"body":"a reply"},"context":{"from":"5511999990000","id":"wamid.A"}"#,
+        ),
+        m("wamid.C", &media("image", "png-1", r#","caption":"img""#)),
+        m(
+            "wamid.D",
+            &media("sticker", "webp-1", r#","animated":false"#),
+        ),
+        m("wamid.E", &media("audio", "ogg-1", r#","voice":true"#)),
+        m("wamid.F", &media("video", "mp4-1", r#","caption":"vid""#)),
+        m(
+            "wamid.G",
+            &media(
+                "document",
+                "pdf-1",
+                r#","caption":"doc","filename":"invoice.pdf""#,
+            ),
+        ),
+        m(
+            "wamid.H",
+            r#""type":"location","location":{"latitude":52.52,"longitude":13.405,"name":"Acme HQ","address":"1 Main St"}"#,
+        ),
+        m(
+            "wamid.I",
+            r#""type":"contacts","contacts":[{"name":{"formatted_name":"Jane Doe","first_name":"Jane"},"phones":[{"phone":"+1 555 0100","type":"CELL"}]}]"#,
+        ),
+        m(
+            "wamid.J",
+            r#""type":"reaction","reaction":{"message_id":"wamid.A","emoji":"\ud83d\udc4d"}"#,
+        ),
+        m(
+            "wamid.K",
+            r#""type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"opt-1","title":"Yes please"}}"#,
+        ),
+        m(
+            "wamid.L",
+            r#""type":"interactive","interactive":{"type":"list_reply","list_reply":{"id":"row-2","title":"Order status","description":"Where is my parcel"}}"#,
+        ),
+        m(
+            "wamid.M",
+            r#""type":"button","button":{"payload":"STOP","text":"Stop promotions"}"#,
+        ),
+        m(
+            "wamid.N",
+            r#""type":"unsupported","errors":[{"code":131051,"title":"Message type unknown","message":"Message type unknown","error_data":{"details":"Message type is currently not supported."}}]"#,
+        ),
+    ];
+    let body = inbound(NUMBER, wa, "Ana", &messages.join(","));
+    assert_eq!(deliver(&gw, &body).await.status(), 200);
+    // A number no entry lists: acknowledged, nothing stored.
+    let stray = inbound(
+        "999999999999999",
+        "5511888880000",
+        "Stray",
+        r#"{"from":"5511888880000","id":"wamid.STRAY","timestamp":"1700000100","type":"text","text":{"body":"stray"}}"#,
+    );
+    assert_eq!(deliver(&gw, &stray).await.status(), 200);
+
+    let db = sqlite(&gw).await;
+    let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> =
+        eventually("every message stored", async || {
+            let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT id, provider_message_id, content, channel_data, reply_to_id FROM messages \
+                 WHERE sender_kind = 'customer' AND provider_message_id LIKE 'wamid.%' ORDER BY id",
+            )
+            .fetch_all(&db)
+            .await
+            .ok()?;
+            (rows.len() >= 13).then_some(rows)
+        })
+        .await;
+    let by_id: std::collections::HashMap<
+        &str,
+        &(i64, String, String, Option<String>, Option<i64>),
+    > = rows.iter().map(|r| (r.1.as_str(), r)).collect();
+    assert_eq!(rows.len(), 13, "the reaction is no message: {rows:?}");
+    assert!(!by_id.contains_key("wamid.J"));
+    assert!(!by_id.contains_key("wamid.STRAY"));
+    let data = |id: &str| -> Value {
+        serde_json::from_str(by_id[id].3.as_deref().unwrap_or("{}")).expect("channel data")
+    };
+    let content = |id: &str| by_id[id].2.clone();
+    assert_eq!(content("wamid.A"), "first");
+    assert_eq!(
+        by_id["wamid.B"].4,
+        Some(by_id["wamid.A"].0),
+        "the reply link"
+    );
+    assert_eq!(content("wamid.C"), "img");
+    assert_eq!(data("wamid.D")["kind"], "sticker");
+    assert_eq!(data("wamid.E")["kind"], "audio");
+    assert_eq!(data("wamid.E")["metadata"]["whatsapp.voice"], "true");
+    assert_eq!(content("wamid.F"), "vid");
+    assert_eq!(content("wamid.G"), "doc");
+    assert_eq!(data("wamid.H")["location"]["latitude"], 52.52);
+    assert!(
+        content("wamid.H").contains("Acme HQ"),
+        "{}",
+        content("wamid.H")
+    );
+    assert!(
+        content("wamid.I").contains("Jane Doe"),
+        "{}",
+        content("wamid.I")
+    );
+    assert_eq!(content("wamid.K"), "Yes please");
+    assert_eq!(data("wamid.K")["choiceId"], "opt-1");
+    assert_eq!(content("wamid.L"), "Order status");
+    assert_eq!(data("wamid.L")["choiceId"], "row-2");
+    assert_eq!(content("wamid.M"), "Stop promotions");
+    assert_eq!(data("wamid.M")["choiceId"], "STOP");
+    assert_eq!(data("wamid.N")["kind"], "unsupported");
+    assert!(
+        data("wamid.N")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("131051")
+    );
+
+    // Files: one per media message, with the type its bytes show.
+    for (id, want) in [
+        ("wamid.C", "image/png"),
+        ("wamid.D", "image/webp"),
+        ("wamid.E", "audio/ogg"),
+        ("wamid.F", "video/mp4"),
+        ("wamid.G", "application/pdf"),
+    ] {
+        let types: Vec<String> =
+            sqlx::query_scalar("SELECT content_type FROM attachments WHERE message_id = $1")
+                .bind(by_id[id].0)
+                .fetch_all(&db)
+                .await
+                .expect("attachments");
+        assert_eq!(types, vec![want.to_owned()], "{id}: {:?}", data(id));
+    }
+    let name: String =
+        sqlx::query_scalar("SELECT file_name FROM attachments WHERE message_id = $1")
+            .bind(by_id["wamid.G"].0)
+            .fetch_one(&db)
+            .await
+            .expect("document");
+    assert_eq!(name, "invoice.pdf");
+
+    // The reaction sits on the message it reacts to.
+    let reactions: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT message_id, reactor, emoji FROM message_reactions")
+            .fetch_all(&db)
+            .await
+            .expect("reactions");
+    assert_eq!(
+        reactions,
+        vec![(by_id["wamid.A"].0, wa.to_owned(), "👍".to_owned())]
+    );
+
+    // The contact and its WhatsApp identity.
+    let (contact, phone): (String, Option<String>) = sqlx::query_as(
+        "SELECT c.name, c.phone FROM contacts c JOIN contact_identities i ON i.contact_id = c.id \
+         WHERE i.kind = 'whatsapp' AND i.value = $1",
+    )
+    .bind(wa)
+    .fetch_one(&db)
+    .await
+    .expect("contact");
+    assert_eq!(
+        (contact.as_str(), phone.as_deref()),
+        ("Ana", Some("+5511999990000"))
+    );
+    gw.stop();
 }

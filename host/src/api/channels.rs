@@ -32,6 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(send_message))
 }
 
+/// The rate-limit scope of refused webhook signatures.
+const REFUSALS: &str = "whatsapp-webhook-refusals";
+
 /// Largest webhook body: Meta's payloads are far smaller.
 pub const WEBHOOK_MAX: usize = 3 * 1024 * 1024;
 /// How long `POST /messages` waits for the provider's answer before it
@@ -175,18 +178,43 @@ pub struct Received {
         (status = 200, description = "Verified and stored (or not for WhatsApp: ignored)", body = Received),
         (status = 400, description = "The body is not JSON", body = PlatformErrorBody),
         (status = 401, description = "Missing or wrong signature", body = PlatformErrorBody),
+        (status = 429, description = "Too many wrong signatures from this address", body = PlatformErrorBody),
         (status = 413, description = "The body is larger than 3 MB", body = PlatformErrorBody),
         (status = 503, description = "No WhatsApp entry is configured, or the inbox could not be written (Meta retries)", body = PlatformErrorBody),
     )
 )]
 async fn receive_webhook(
     State(state): State<AppState>,
+    axum::Extension(crate::api::middleware::ClientIp(ip)): axum::Extension<
+        crate::api::middleware::ClientIp,
+    >,
     method: Method,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let plugin = parser(&state)?;
+    if headers.get("x-hub-signature-256").is_none() {
+        return Err(ApiError::unauthorized("Missing X-Hub-Signature-256"));
+    }
+    // An address that keeps sending wrong signatures is limited like any
+    // anonymous client; Meta's signed posts are never counted.
+    let refusals = state.config.rate_limits.enabled.then(|| {
+        crate::api::rate_limit::Rule::for_limits(
+            &state.config.rate_limits.platform,
+            crate::api::rate_limit::Subject::ip(ip),
+            None,
+        )
+    });
+    let now = crate::api::rate_limit::unix_now();
+    if let Some(rules) = &refusals
+        && let Some(d) = state.limiter.refusal(REFUSALS, rules, now)
+    {
+        return Err(ApiError::rate_limited(
+            &d,
+            "Too many webhooks with a wrong signature from this address",
+        ));
+    }
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -203,15 +231,15 @@ async fn receive_webhook(
     let body = axum::body::to_bytes(body, WEBHOOK_MAX)
         .await
         .map_err(|_| too_large())?;
-    if headers.get("x-hub-signature-256").is_none() {
-        return Err(ApiError::unauthorized("Missing X-Hub-Signature-256"));
-    }
     let request = request_of(&method, query.as_deref(), &headers, body.to_vec());
     let parsed = match plugin.parse_webhook(&request).await {
         Ok(p) => p,
         Err(e) => {
             return Err(match e.failure {
                 Failure::Channel(ChannelError::InvalidSignature(_)) => {
+                    if let Some(rules) = &refusals {
+                        state.limiter.check(REFUSALS, rules, now);
+                    }
                     ApiError::unauthorized("Invalid signature")
                 }
                 Failure::Channel(ChannelError::InvalidPayload(why)) => {
@@ -285,7 +313,7 @@ pub struct SentView {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Sent (or, after 10 s without WhatsApp's answer, pending)", body = SentView),
-        (status = 400, description = "Invalid request, or WhatsApp refused the message", body = PlatformErrorBody),
+        (status = 400, description = "Invalid request", body = PlatformErrorBody),
         (status = 401, description = "Not authenticated", body = PlatformErrorBody),
         (status = 403, description = "Customers cannot send channel messages", body = PlatformErrorBody),
         (status = 409, description = "Outside the 24-hour customer-service window (send a template), or the message failed", body = PlatformErrorBody),
@@ -431,7 +459,14 @@ async fn send_message(
         Some(Delivery::Failed) => Some(SendOutcome::Failed(
             posted.message.delivery_error.clone().unwrap_or_default(),
         )),
-        _ => Some(SendOutcome::Sent(Box::new(posted.message.clone()))),
+        Some(_) => Some(SendOutcome::Sent(Box::new(posted.message.clone()))),
+        None => {
+            tracing::error!(
+                conversation = c.id,
+                "a WhatsApp send was written without its channel"
+            );
+            return Err(ApiError::internal());
+        }
     };
     match outcome {
         Some(SendOutcome::Sent(m)) => Ok(Json(SentView {
@@ -442,7 +477,7 @@ async fn send_message(
                 .unwrap_or_else(|| id.to_string()),
             timestamp: super::common::iso(m.created_at),
         })),
-        Some(SendOutcome::Failed(why)) => Err(ApiError::validation(format!(
+        Some(SendOutcome::Failed(why)) => Err(ApiError::conflict(format!(
             "WhatsApp did not take the message: {why}"
         ))),
         None => Ok(Json(SentView {

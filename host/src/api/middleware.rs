@@ -238,10 +238,16 @@ pub async fn authenticate_and_limit(
 
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let api_key = req.headers().get("x-api-key").cloned();
-    // Providers' signed webhooks are not limited per address: Meta posts
-    // every number's events from a few addresses, and the signature, not
-    // a request count, is their gate. Their bodies still share the budget.
-    if is_provider_webhook(req.uri().path()) && authorization.is_none() && api_key.is_none() {
+    // Providers' signed webhook posts are not limited per address: Meta
+    // posts every number's events from a few addresses, and the signature,
+    // not a request count, is their gate (an address is limited on its
+    // refused signatures instead, in the handler). Their bodies still
+    // share the upload budget.
+    if req.method() == axum::http::Method::POST
+        && is_provider_webhook(req.uri().path())
+        && authorization.is_none()
+        && api_key.is_none()
+    {
         return within_upload_budget(&state, req, next).await;
     }
     let limits = &state.config.rate_limits;

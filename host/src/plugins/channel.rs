@@ -144,6 +144,21 @@ impl Plugin {
         .await
     }
 
+    /// One instance kept for several parses: for benchmarks, to tell the
+    /// parse from the instantiation. Each call still has its own deadline.
+    pub async fn channel_session(&self) -> Result<ChannelSession<'_>, PluginError> {
+        let pre = self.channel_pre()?;
+        let mut call = self.begin().await?;
+        let outcome =
+            tokio::time::timeout_at(call.deadline, pre.instantiate_async(&mut call.store)).await;
+        let instance = self.finish("instantiate", &call, outcome)?;
+        Ok(ChannelSession {
+            plugin: self,
+            call,
+            instance,
+        })
+    }
+
     fn checked_response(
         &self,
         op: &'static str,
@@ -162,6 +177,39 @@ impl Plugin {
             ));
         }
         Ok(r)
+    }
+}
+
+/// See [`Plugin::channel_session`].
+pub struct ChannelSession<'a> {
+    plugin: &'a Plugin,
+    call: super::Call<'a>,
+    instance: Channel,
+}
+
+impl ChannelSession<'_> {
+    pub async fn parse_webhook(
+        &mut self,
+        request: &WebhookRequest,
+    ) -> Result<ParsedWebhook, PluginError> {
+        let deadline = tokio::time::Instant::now() + self.plugin.config.grants.timeout;
+        self.call.deadline = deadline;
+        let state = self.call.store.data_mut();
+        state.deadline = deadline;
+        state.limiter.exceeded = false;
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            self.instance
+                .gateway_plugin_messaging()
+                .call_parse_webhook(&mut self.call.store, request),
+        )
+        .await;
+        match self.plugin.finish("parse-webhook", &self.call, outcome)? {
+            Ok(parsed) => Ok(parsed),
+            Err(e) => Err(self
+                .plugin
+                .failed("parse-webhook", self.plugin.error(Failure::Channel(e)))),
+        }
     }
 }
 

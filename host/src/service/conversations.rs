@@ -360,7 +360,8 @@ pub async fn post(
 pub const WHATSAPP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// Whether a free-form message may go out in a WhatsApp conversation now:
-/// within 24 hours of the customer's last message, or a template.
+/// within 24 hours of the customer's last message to that business number
+/// (in this conversation or an earlier, closed one), or a template.
 pub async fn within_window(
     core: Core<'_>,
     c: &Conversation,
@@ -369,7 +370,9 @@ pub async fn within_window(
     if c.channel != Channel::Whatsapp || crate::domain::conversation::is_template(meta) {
         return Ok(());
     }
-    let last = core.db.last_customer_message_at(c.id).await?;
+    let key = c.external_id.as_deref().unwrap_or_default();
+    let key = key.split('#').next().unwrap_or(key);
+    let last = core.db.last_customer_message_at(c.org_id, key).await?;
     match last {
         Some(at) if Utc::now() - at <= WHATSAPP_WINDOW => Ok(()),
         _ => Err(ServiceError::Conflict(

@@ -76,7 +76,9 @@ impl Db {
     }
 
     /// Takes up to `limit` due events for `lease_ms`, oldest first. Another
-    /// worker cannot take them until the lease ends.
+    /// worker cannot take them until the lease ends, nor an event whose
+    /// lane has an earlier one leased or waiting for a retry (so a lane's
+    /// events are processed in order).
     pub async fn inbox_claim(
         &self,
         now_ms: i64,
@@ -87,7 +89,10 @@ impl Db {
         let mut rows: Vec<InboxRow> = on_db!(self, pool => {
             sqlx::query_as(
                 "UPDATE channel_inbox SET due_ms = $1, attempts = attempts + 1 \
-                 WHERE id IN (SELECT id FROM channel_inbox WHERE due_ms <= $2 ORDER BY id LIMIT $3) \
+                 WHERE id IN (SELECT i.id FROM channel_inbox i WHERE i.due_ms <= $2 \
+                              AND NOT EXISTS (SELECT 1 FROM channel_inbox e WHERE e.lane = i.lane \
+                                              AND e.id < i.id AND e.due_ms > $2) \
+                              ORDER BY i.id LIMIT $3) \
                  AND due_ms <= $2 RETURNING id, entry, event, lane, attempts",
             )
             .bind(now_ms + lease_ms)
@@ -111,17 +116,34 @@ impl Db {
         Ok(())
     }
 
-    /// Puts an event back until `due_ms`, with why it failed.
-    pub async fn inbox_retry(&self, id: i64, due_ms: i64, error: &str) -> Result<(), StoreError> {
+    /// Puts an event back until `due_ms`, with why it failed; `later`
+    /// (the rest of its lane's claim) is released to wait behind it.
+    pub async fn inbox_retry(
+        &self,
+        id: i64,
+        due_ms: i64,
+        error: &str,
+        later: &[i64],
+    ) -> Result<(), StoreError> {
+        let release = (!later.is_empty()).then(|| {
+            format!(
+                "UPDATE channel_inbox SET due_ms = $1, attempts = attempts - 1 WHERE id IN {}",
+                id_list(later)
+            )
+        });
         let _turn = self.write_turn().await;
         on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query("UPDATE channel_inbox SET due_ms = $2, last_error = $3 WHERE id = $1")
                 .bind(id)
                 .bind(due_ms)
                 .bind(error)
-                .execute(pool)
-                .await
-                .map(drop)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(sql) = &release {
+                sqlx::query(sql).bind(due_ms).execute(&mut *tx).await?;
+            }
+            tx.commit().await
         })?;
         Ok(())
     }
@@ -152,7 +174,9 @@ impl Db {
         })?)
     }
 
-    /// Takes up to `limit` channel messages due for sending, for `lease_ms`.
+    /// Takes up to `limit` channel messages due for sending, for `lease_ms`;
+    /// not one whose conversation has an earlier message leased or waiting
+    /// for a retry (a conversation's messages go out in order).
     pub async fn outbox_claim(
         &self,
         now_ms: i64,
@@ -163,8 +187,11 @@ impl Db {
         let mut rows: Vec<OutboxItem> = on_db!(self, pool => {
             sqlx::query_as(
                 "UPDATE messages SET send_due_ms = $1, send_attempts = send_attempts + 1 \
-                 WHERE id IN (SELECT id FROM messages WHERE delivery = 'pending' AND send_due_ms <= $2 \
-                              ORDER BY send_due_ms, id LIMIT $3) \
+                 WHERE id IN (SELECT m.id FROM messages m WHERE m.delivery = 'pending' AND m.send_due_ms <= $2 \
+                              AND NOT EXISTS (SELECT 1 FROM messages e WHERE e.delivery = 'pending' \
+                                              AND e.conversation_id = m.conversation_id \
+                                              AND e.id < m.id AND e.send_due_ms > $2) \
+                              ORDER BY m.send_due_ms, m.id LIMIT $3) \
                  AND delivery = 'pending' AND send_due_ms <= $2 \
                  RETURNING id, conversation_id, channel_entry, content, channel_data, reply_to_id, send_attempts",
             )
@@ -176,6 +203,22 @@ impl Db {
         })?;
         rows.sort_by_key(|r| r.id);
         Ok(rows)
+    }
+
+    /// Gives claimed messages back unsent (they wait behind an earlier one
+    /// of their conversation), without counting the attempt.
+    pub async fn outbox_release(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE messages SET send_due_ms = 0, send_attempts = send_attempts - 1 \
+             WHERE delivery = 'pending' AND id IN {}",
+            id_list(ids)
+        );
+        let _turn = self.write_turn().await;
+        on_db!(self, pool => sqlx::query(&sql).execute(pool).await.map(drop))?;
+        Ok(())
     }
 
     /// Records a message the provider accepted under `provider_message_id`.
@@ -262,17 +305,24 @@ impl Db {
         Ok(data.flatten())
     }
 
-    /// When the customer last wrote in the conversation.
+    /// When the customer last wrote under the channel key `key` (a
+    /// business number and a customer), in this conversation or an earlier
+    /// one that was closed.
     pub async fn last_customer_message_at(
         &self,
-        conversation_id: i64,
+        org_id: i64,
+        key: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let closed = format!("{key}#%");
         Ok(on_db!(self, pool => {
             sqlx::query_scalar(
-                "SELECT created_at FROM messages WHERE conversation_id = $1 AND sender_kind = 'customer' \
-                 ORDER BY id DESC LIMIT 1",
+                "SELECT m.created_at FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                 WHERE c.org_id = $1 AND (c.external_id = $2 OR c.external_id LIKE $3) \
+                 AND m.sender_kind = 'customer' ORDER BY m.id DESC LIMIT 1",
             )
-            .bind(conversation_id)
+            .bind(org_id)
+            .bind(key)
+            .bind(&closed)
             .fetch_optional(pool)
             .await
         })?)
@@ -339,12 +389,16 @@ impl Db {
         })?)
     }
 
-    /// Takes a closed conversation's channel key away from it, so that the
-    /// customer's next message opens a new conversation under that key.
+    /// Takes a closed conversation's channel key away from it (it keeps it
+    /// with `#<id>` appended), so that the customer's next message opens a
+    /// new conversation under that key.
     pub async fn release_external_id(&self, conversation_id: i64) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
         on_db!(self, pool => {
-            sqlx::query("UPDATE conversations SET external_id = NULL WHERE id = $1")
+            sqlx::query(
+                "UPDATE conversations SET external_id = external_id || '#' || CAST(id AS TEXT) \
+                 WHERE id = $1 AND external_id IS NOT NULL AND external_id NOT LIKE '%#%'",
+            )
                 .bind(conversation_id)
                 .execute(pool)
                 .await

@@ -136,6 +136,17 @@ fn envelope(f: &mut Fields<'_>, body: &Map<String, Value>) -> Envelope {
     let channel = f.optional_str("channel").unwrap_or_else(|| "web".into());
     let user_id = string_or_number(f, body, "userId");
     let session_id = string_or_number(f, body, "sessionId");
+    // The WhatsApp channel names its conversations so; a client may not.
+    if session_id
+        .as_deref()
+        .is_some_and(|s| s.trim().starts_with("whatsapp:"))
+    {
+        f.push(crate::domain::FieldError::new(
+            "sessionId",
+            "may not start with `whatsapp:` (the WhatsApp channel's own conversations)",
+            "value_error",
+        ));
+    }
     let language = match body.get("metadata") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) if Value::Object(m.clone()).to_string().len() > METADATA_MAX => {
