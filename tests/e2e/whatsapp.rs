@@ -619,6 +619,9 @@ fn options_clone(o: &Options) -> Options {
     }
 }
 
+/// A stored message: id, provider id, content, channel data, reply link.
+type Stored = (i64, String, String, Option<String>, Option<i64>);
+
 /// A read-only look at the gateway's SQLite database.
 async fn sqlite(gw: &Gateway) -> sqlx::SqlitePool {
     let path = gw.dir.path().join("data").join("gateway.db");
@@ -704,22 +707,19 @@ async fn every_inbound_type_is_stored() {
     assert_eq!(deliver(&gw, &stray).await.status(), 200);
 
     let db = sqlite(&gw).await;
-    let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> =
-        eventually("every message stored", async || {
-            let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = sqlx::query_as(
-                "SELECT id, provider_message_id, content, channel_data, reply_to_id FROM messages \
+    let rows: Vec<Stored> = eventually("every message stored", async || {
+        let rows: Vec<Stored> = sqlx::query_as(
+            "SELECT id, provider_message_id, content, channel_data, reply_to_id FROM messages \
                  WHERE sender_kind = 'customer' AND provider_message_id LIKE 'wamid.%' ORDER BY id",
-            )
-            .fetch_all(&db)
-            .await
-            .ok()?;
-            (rows.len() >= 13).then_some(rows)
-        })
-        .await;
-    let by_id: std::collections::HashMap<
-        &str,
-        &(i64, String, String, Option<String>, Option<i64>),
-    > = rows.iter().map(|r| (r.1.as_str(), r)).collect();
+        )
+        .fetch_all(&db)
+        .await
+        .ok()?;
+        (rows.len() >= 13).then_some(rows)
+    })
+    .await;
+    let by_id: std::collections::HashMap<&str, &Stored> =
+        rows.iter().map(|r| (r.1.as_str(), r)).collect();
     assert_eq!(rows.len(), 13, "the reaction is no message: {rows:?}");
     assert!(!by_id.contains_key("wamid.J"));
     assert!(!by_id.contains_key("wamid.STRAY"));
