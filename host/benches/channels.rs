@@ -242,6 +242,31 @@ async fn ingest(addr: &str, connections: usize, seconds: u64) -> (f64, f64, f64,
     )
 }
 
+/// Inbox events processed so far (the gateway's metric).
+async fn processed(addr: &str) -> u64 {
+    let mut sender = connect(addr).await;
+    let req = hyper::Request::builder()
+        .uri("/metrics")
+        .header("host", addr)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let Ok(resp) = sender.send_request(req).await else {
+        return 0;
+    };
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find(|l| l.starts_with("channel_inbox_processed_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// Webhook to reply at the fake Graph API, one customer message at a time.
 async fn replies(addr: &str, arrivals: &Arrivals, count: usize) -> Histogram<u64> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
@@ -365,7 +390,7 @@ fn main() {
             return;
         }
 
-        let (port, arrivals, count) = fake_graph().await;
+        let (port, arrivals, _count) = fake_graph().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let server = gateway(dir.path(), port);
         let addr = server.addr.clone();
@@ -374,16 +399,28 @@ fn main() {
             "| webhooks ingested ({} senders, SQLite) | {rps:.0}/s | p50 {p50:.2} ms | p99 {p99:.2} ms | errors {errors} |",
             args.connections
         );
-        // Let the backlog drain before timing replies one at a time.
-        let mut last = u64::MAX;
+        // The backlog drains before replies are timed one at a time.
+        let ingested = (rps * args.seconds as f64) as u64;
+        let at_end = processed(&addr).await;
+        let drain_start = Instant::now();
+        let mut last = at_end;
+        let mut last_change = Instant::now();
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = count.load(std::sync::atomic::Ordering::Relaxed);
-            if now == last {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = processed(&addr).await;
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > Duration::from_secs(2) {
                 break;
             }
-            last = now;
         }
+        let drained = (last_change - drain_start).as_secs_f64();
+        println!(
+            "| inbox processing | {at_end} events processed by the end of the ingest (about {ingested} acknowledged in its {} s) | all {last} after {drained:.1} s more | {:.0} events/s overall |",
+            args.seconds,
+            last as f64 / (args.seconds as f64 + 1.0 + drained)
+        );
         let h = replies(&addr, &arrivals, args.replies).await;
         println!(
             "| webhook to reply at the Graph API ({} one at a time) | p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms |",

@@ -294,6 +294,9 @@ pub struct Channels {
     inbox: tokio::sync::mpsc::Sender<InboxJob>,
     inbox_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<InboxJob>>>,
     inbox_wake: tokio::sync::Notify,
+    /// Processed events, for the cleaner to delete.
+    done: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
+    done_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<i64>>>>,
     waiters: DashMap<i64, Vec<tokio::sync::oneshot::Sender<SendOutcome>>>,
 }
 
@@ -320,11 +323,14 @@ impl Channels {
             }
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let (done, done_rx) = tokio::sync::mpsc::unbounded_channel();
         Channels {
             whatsapp,
             inbox: tx,
             inbox_jobs: std::sync::Mutex::new(Some(rx)),
             inbox_wake: tokio::sync::Notify::new(),
+            done,
+            done_rx: std::sync::Mutex::new(Some(done_rx)),
             waiters: DashMap::new(),
         }
     }
@@ -406,6 +412,15 @@ pub fn start(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         .and_then(|mut j| j.take());
     if let Some(jobs) = jobs {
         tasks.push(tokio::spawn(inbox_writer(state.clone(), jobs)));
+    }
+    let done = state
+        .channels
+        .done_rx
+        .lock()
+        .ok()
+        .and_then(|mut d| d.take());
+    if let Some(done) = done {
+        tasks.push(tokio::spawn(inbox_cleaner(state.clone(), done)));
     }
     tasks.push(tokio::spawn(inbox_worker(state.clone())));
     tasks.push(tokio::spawn(outbox_worker(state.clone())));
@@ -518,8 +533,28 @@ async fn process_lane(state: AppState, lane: Vec<InboxRow>) {
             }
         }
     }
-    if let Err(e) = state.db.inbox_done(&done).await {
-        tracing::warn!(error = %e, "could not clear processed channel events");
+    if !done.is_empty() {
+        metrics::counter!("channel_inbox_processed_total").increment(done.len() as u64);
+        let _ = state.channels.done.send(done);
+    }
+}
+
+/// Deletes processed events in batches: what the lanes finished while the
+/// last delete ran goes in one statement.
+async fn inbox_cleaner(state: AppState, mut done: tokio::sync::mpsc::UnboundedReceiver<Vec<i64>>) {
+    while let Some(first) = done.recv().await {
+        let mut ids = first;
+        while let Ok(more) = done.try_recv() {
+            ids.extend(more);
+            if ids.len() >= 1000 {
+                break;
+            }
+        }
+        if let Err(e) = state.db.inbox_done(&ids).await {
+            // They are leased: after the lease they are processed again
+            // and found done (the provider's id is stored).
+            tracing::warn!(error = %e, "could not clear processed channel events");
+        }
     }
 }
 

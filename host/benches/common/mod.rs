@@ -45,6 +45,10 @@ pub fn spawn_and_wait(mut cmd: Command, from_stderr: bool) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            // What went wrong under load is worth seeing beside the figures.
+            if line.contains(" WARN ") || line.contains(" ERROR ") {
+                eprintln!("server: {line}");
+            }
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let _ = tx.send(
                     rest.split_whitespace()

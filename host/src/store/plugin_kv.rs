@@ -38,6 +38,8 @@ impl Db {
         now_ms: i64,
         max_keys: i64,
     ) -> Result<bool, StoreError> {
+        // SQLite's writers queue here rather than sleep on its lock.
+        let _turn = self.write_turn().await;
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND key = $2 AND expires_at <= $3")
@@ -92,6 +94,7 @@ impl Db {
     }
 
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         on_db!(self, pool => {
             sqlx::query("DELETE FROM plugin_kv WHERE plugin_id = $1 AND key = $2")
                 .bind(plugin)
@@ -105,6 +108,7 @@ impl Db {
 
     /// Deletes every expired key; returns how many.
     pub async fn kv_sweep(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let done = on_db!(self, pool => {
             sqlx::query("DELETE FROM plugin_kv WHERE expires_at <= $1")
                 .bind(now_ms)
