@@ -26,6 +26,7 @@
 //! again: at-least-once across a crash, exactly once otherwise).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -469,41 +470,68 @@ async fn inbox_worker(state: AppState) {
         tracing::warn!(error = %e, "could not take over the previous run's channel work");
     }
     state.bus.channel_work.outbox.notify_one();
-    // Lanes run as tasks of their own: a slow one (a model call, a large
-    // download) holds up only its own customer. A lane's later events are
-    // not claimed while an earlier one is leased (`Db::inbox_claim`).
+    drive(
+        state,
+        "inbox",
+        |s| &s.channels.inbox_wake,
+        |s| async move {
+            s.db.inbox_claim(now_ms(), LEASE.as_millis() as i64, BATCH)
+                .await
+        },
+        |row: &InboxRow| row.lane.clone(),
+        process_lane,
+    )
+    .await;
+}
+
+/// The loop both workers run: claim what is due, group it into lanes
+/// (a lane's items in order), run each lane as a task of its own (at most
+/// [`LANES_AT_ONCE`]), so a slow one (a model call, a large download)
+/// holds up only its own customer; when nothing more is due, wait for the
+/// doorbell, a finished lane or the poll. A lane's later items are not
+/// claimed while an earlier one is leased or waiting (the claims say so).
+async fn drive<T, K, C, CF, L, LF>(
+    state: AppState,
+    what: &'static str,
+    doorbell: fn(&AppState) -> &tokio::sync::Notify,
+    claim: C,
+    lane_of: fn(&T) -> K,
+    lane: L,
+) where
+    T: Send + 'static,
+    K: Ord,
+    C: Fn(AppState) -> CF,
+    CF: Future<Output = Result<Vec<T>, StoreError>>,
+    L: Fn(AppState, Vec<T>) -> LF,
+    LF: Future<Output = ()> + Send + 'static,
+{
     let mut running = tokio::task::JoinSet::new();
     loop {
         if running.len() >= LANES_AT_ONCE {
             let _ = running.join_next().await;
             continue;
         }
-        let claimed = state
-            .db
-            .inbox_claim(now_ms(), LEASE.as_millis() as i64, BATCH)
-            .await;
-        let rows = match claimed {
-            Ok(rows) => rows,
+        let items = match claim(state.clone()).await {
+            Ok(items) => items,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the channel inbox");
+                tracing::warn!(error = %e, "could not read the channel {what}");
                 tokio::time::sleep(POLL).await;
                 continue;
             }
         };
-        let full = rows.len() as i64 == BATCH;
-        let mut lanes: BTreeMap<String, Vec<InboxRow>> = BTreeMap::new();
-        for row in rows {
-            lanes.entry(row.lane.clone()).or_default().push(row);
+        let full = items.len() as i64 == BATCH;
+        let mut lanes: BTreeMap<K, Vec<T>> = BTreeMap::new();
+        for item in items {
+            lanes.entry(lane_of(&item)).or_default().push(item);
         }
-        for lane in lanes.into_values() {
-            running.spawn(process_lane(state.clone(), lane));
+        for items in lanes.into_values() {
+            running.spawn(lane(state.clone(), items));
         }
         if full {
             continue;
         }
-        // Nothing more due: wait for a webhook, a finished lane or the poll.
         tokio::select! {
-            () = state.channels.inbox_wake.notified() => {}
+            () = doorbell(&state).notified() => {}
             Some(_) = running.join_next(), if !running.is_empty() => {}
             () = tokio::time::sleep(POLL) => {}
         }
@@ -959,57 +987,31 @@ async fn status(state: &AppState, route: &Route, s: InStatus, attempts: i64) -> 
 }
 
 async fn outbox_worker(state: AppState) {
-    // One conversation's messages go out in order (`Db::outbox_claim` takes
-    // none behind a leased or waiting one); conversations at once.
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        if running.len() >= LANES_AT_ONCE {
-            let _ = running.join_next().await;
-            continue;
-        }
-        let claimed = state
-            .db
-            .outbox_claim(now_ms(), LEASE.as_millis() as i64, BATCH)
-            .await;
-        let items = match claimed {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the channel outbox");
-                tokio::time::sleep(POLL).await;
-                continue;
+    drive(
+        state,
+        "outbox",
+        |s| &s.bus.channel_work.outbox,
+        |s| async move {
+            s.db.outbox_claim(now_ms(), LEASE.as_millis() as i64, BATCH)
+                .await
+        },
+        |item: &crate::store::OutboxItem| item.conversation_id,
+        send_in_order,
+    )
+    .await;
+}
+
+/// Sends one conversation's claimed messages in order; one waiting for a
+/// retry keeps the rest behind it.
+async fn send_in_order(state: AppState, items: Vec<crate::store::OutboxItem>) {
+    let mut items = items.into_iter();
+    while let Some(item) = items.next() {
+        if !send(&state, item).await {
+            let later: Vec<i64> = items.map(|i| i.id).collect();
+            if let Err(e) = state.db.outbox_release(&later).await {
+                tracing::warn!(error = %e, "could not release channel sends");
             }
-        };
-        let full = items.len() as i64 == BATCH;
-        let mut by_conversation: BTreeMap<i64, Vec<crate::store::OutboxItem>> = BTreeMap::new();
-        for item in items {
-            by_conversation
-                .entry(item.conversation_id)
-                .or_default()
-                .push(item);
-        }
-        for items in by_conversation.into_values() {
-            let state = state.clone();
-            running.spawn(async move {
-                let mut items = items.into_iter();
-                while let Some(item) = items.next() {
-                    if !send(&state, item).await {
-                        // The rest waits behind the one being retried.
-                        let later: Vec<i64> = items.map(|i| i.id).collect();
-                        if let Err(e) = state.db.outbox_release(&later).await {
-                            tracing::warn!(error = %e, "could not release channel sends");
-                        }
-                        break;
-                    }
-                }
-            });
-        }
-        if full {
-            continue;
-        }
-        tokio::select! {
-            () = state.bus.channel_work.outbox.notified() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            () = tokio::time::sleep(POLL) => {}
+            break;
         }
     }
 }
