@@ -608,6 +608,49 @@ async fn a_crash_after_the_200_loses_no_message() {
         session_with(&gw, &admin, "survives a crash").await
     })
     .await;
+
+    // A reply the Graph API keeps refusing (500) is pending across a
+    // crash, and the next start sends it.
+    fake.failures.lock().expect("lock").extend([500; 64]);
+    let text = inbound(
+        OTHER_NUMBER,
+        "447700900456",
+        "Kim",
+        r#"{"from":"447700900456","id":"wamid.CRASH2","timestamp":"1700000000","type":"text","text":{"body":"hello?"}}"#,
+    );
+    assert_eq!(deliver(&gw, &text).await.status(), 200);
+    eventually("a refused send", async || {
+        (fake.failures.lock().expect("lock").len() < 64).then_some(())
+    })
+    .await;
+    let (dir, db) = gw.crash();
+    fake.failures.lock().expect("lock").clear();
+    let gw = Gateway::restart(dir, db, &options);
+    eventually("the pending reply sent after the restart", async || {
+        sent_to(&fake, "447700900456").into_iter().next()
+    })
+    .await;
+    let health: Value = gw
+        .http
+        .get(gw.url("/api/channels/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["dependencies"]["whatsapp"], "healthy", "{health}");
+    gw.stop();
+}
+
+#[tokio::test]
+async fn plugins_check_names_missing_secrets() {
+    let (_fake, port) = start_fake().await;
+    let gw = Gateway::start_with(options(DbKind::Sqlite, port)).await;
+    // The operator's shell lacks the secrets the gateway was given.
+    let (code, out, err) = gw.cli(&["plugins", "check"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("WHATSAPP_APP_SECRET is not set"), "{out}{err}");
     gw.stop();
 }
 

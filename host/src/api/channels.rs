@@ -30,6 +30,49 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(verify_webhook, receive_webhook))
         .routes(routes!(send_message))
+        .routes(routes!(health))
+}
+
+/// The channel service's health: the database, the assistant (the chatbot
+/// core's provider), the WebSockets, and each configured WhatsApp entry
+/// (by id; absent when none is configured). 503 when one is unhealthy.
+#[utoipa::path(
+    get,
+    path = "/api/channels/health",
+    tag = "003 channels",
+    responses(
+        (status = 200, description = "Healthy", body = super::platform::core::ServiceHealth),
+        (status = 503, description = "A dependency is unhealthy", body = super::platform::core::ServiceHealth),
+    )
+)]
+async fn health(
+    State(state): State<AppState>,
+) -> (StatusCode, Json<super::platform::core::ServiceHealth>) {
+    use super::platform::core::{plugin_word, service_health};
+    let database = state.health.database(&state.db).await;
+    let mut deps = serde_json::Map::new();
+    deps.insert(
+        "database".into(),
+        Value::from(if database { "healthy" } else { "unhealthy" }),
+    );
+    let provider = state.assistant.config.provider.clone();
+    deps.insert(
+        "chatbot_core".into(),
+        Value::from(plugin_word(&state, provider.as_deref())),
+    );
+    deps.insert("websocket".into(), Value::from("healthy"));
+    if !state.channels.whatsapp.is_empty() {
+        let loaded = state
+            .channels
+            .whatsapp
+            .iter()
+            .all(|r| matches!(state.plugins.get(&r.entry), Some(Ok(_))));
+        deps.insert(
+            "whatsapp".into(),
+            Value::from(if loaded { "healthy" } else { "unhealthy" }),
+        );
+    }
+    service_health(deps)
 }
 
 /// The rate-limit scope of refused webhook signatures.

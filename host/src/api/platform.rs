@@ -10,7 +10,7 @@
 //! the organization's users by id, or a channel's own reference (a phone
 //! number), kept as a customer who cannot log in.
 
-mod core;
+pub(crate) mod core;
 mod memory;
 mod ws;
 
