@@ -32,7 +32,7 @@ fn package_is_versioned() {
 #[test]
 fn worlds_export_and_import_what_the_host_expects() {
     let (resolve, pkg) = load();
-    let host_imports = ["config", "http", "secrets", "kv", "log", "clock"];
+    let host_imports = ["config", "http", "secrets", "kv", "log", "clock", "crypto"];
     for (world, export, extra_imports) in [
         ("llm-provider", "llm", &[][..]),
         ("channel", "messaging", &["mail"][..]),
@@ -95,7 +95,7 @@ fn every_item_is_documented_and_errors_are_variants() {
                     wit_parser::TypeDefKind::Variant(_)
                 )
         });
-        if has_functions && !matches!(name.as_str(), "log" | "clock" | "config") {
+        if has_functions && !matches!(name.as_str(), "log" | "clock" | "config" | "crypto") {
             assert!(
                 has_error_variant,
                 "interface {name} reports failure without its own error variant"

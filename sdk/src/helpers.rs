@@ -29,12 +29,31 @@ pub mod sign {
 
     type HmacSha256 = Hmac<Sha256>;
 
-    /// The HMAC-SHA256 of `message` under `key`.
+    /// The HMAC-SHA256 of `message` under `key`. In a component the host
+    /// computes it (`crypto` import: natively, with the CPU's SHA
+    /// instructions); built natively (tests), this crate does.
     pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+        #[cfg(target_family = "wasm")]
+        if let Ok(mac) =
+            <[u8; 32]>::try_from(crate::host::crypto::hmac_sha256(key, message).as_slice())
+        {
+            return mac;
+        }
         // HMAC accepts keys of any length: `new_from_slice` cannot fail.
         let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
         mac.update(message);
         mac.finalize().into_bytes().into()
+    }
+
+    /// The SHA-256 of `data`, computed by the host in a component (see
+    /// [`hmac_sha256`]).
+    pub fn sha256(data: &[u8]) -> [u8; 32] {
+        #[cfg(target_family = "wasm")]
+        if let Ok(digest) = <[u8; 32]>::try_from(crate::host::crypto::sha256(data).as_slice()) {
+            return digest;
+        }
+        use sha2::Digest;
+        Sha256::digest(data).into()
     }
 
     /// The same, as lower-case hex (`X-Hub-Signature-256: sha256=<hex>`).
@@ -45,9 +64,17 @@ pub mod sign {
     /// Whether `signature` is the HMAC-SHA256 of `message` under `key`,
     /// compared in constant time.
     pub fn verify_hmac_sha256(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-        let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-        mac.update(message);
-        mac.verify_slice(signature).is_ok()
+        constant_time_eq(&hmac_sha256(key, message), signature)
+    }
+
+    /// Whether `a` and `b` are equal, in a time that depends on their
+    /// lengths only.
+    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
     }
 
     /// [`verify_hmac_sha256`] for a hex signature (either case, with or

@@ -48,6 +48,7 @@ pub mod __imports {
                 import gateway:plugin/kv@0.2.0;
                 import gateway:plugin/log@0.2.0;
                 import gateway:plugin/clock@0.2.0;
+                import gateway:plugin/crypto@0.2.0;
                 import gateway:plugin/mail@0.2.0;
             }
         ",
@@ -75,6 +76,7 @@ pub mod __llm {
             "gateway:plugin/kv@0.2.0": crate::__imports::gateway::plugin::kv,
             "gateway:plugin/log@0.2.0": crate::__imports::gateway::plugin::log,
             "gateway:plugin/clock@0.2.0": crate::__imports::gateway::plugin::clock,
+            "gateway:plugin/crypto@0.2.0": crate::__imports::gateway::plugin::crypto,
         },
     });
 }
@@ -96,6 +98,7 @@ pub mod __channel {
             "gateway:plugin/kv@0.2.0": crate::__imports::gateway::plugin::kv,
             "gateway:plugin/log@0.2.0": crate::__imports::gateway::plugin::log,
             "gateway:plugin/clock@0.2.0": crate::__imports::gateway::plugin::clock,
+            "gateway:plugin/crypto@0.2.0": crate::__imports::gateway::plugin::crypto,
             "gateway:plugin/mail@0.2.0": crate::__imports::gateway::plugin::mail,
         },
     });
@@ -118,6 +121,7 @@ pub mod __webhook {
             "gateway:plugin/kv@0.2.0": crate::__imports::gateway::plugin::kv,
             "gateway:plugin/log@0.2.0": crate::__imports::gateway::plugin::log,
             "gateway:plugin/clock@0.2.0": crate::__imports::gateway::plugin::clock,
+            "gateway:plugin/crypto@0.2.0": crate::__imports::gateway::plugin::crypto,
         },
     });
 }
@@ -126,7 +130,7 @@ pub mod __webhook {
 /// mail transport is for the channel world (and `grants.mail`) only.
 pub mod host {
     pub use crate::__imports::gateway::plugin::{
-        clock, config, http, kv, log, mail, secrets, types,
+        clock, config, crypto, http, kv, log, mail, secrets, types,
     };
 }
 

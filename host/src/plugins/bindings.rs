@@ -28,6 +28,7 @@ pub mod channel {
             "gateway:plugin/kv": super::llm::gateway::plugin::kv,
             "gateway:plugin/log": super::llm::gateway::plugin::log,
             "gateway:plugin/clock": super::llm::gateway::plugin::clock,
+            "gateway:plugin/crypto": super::llm::gateway::plugin::crypto,
         },
     });
 }
@@ -46,6 +47,7 @@ pub mod webhook {
             "gateway:plugin/kv": super::llm::gateway::plugin::kv,
             "gateway:plugin/log": super::llm::gateway::plugin::log,
             "gateway:plugin/clock": super::llm::gateway::plugin::clock,
+            "gateway:plugin/crypto": super::llm::gateway::plugin::crypto,
         },
     });
 }
@@ -53,4 +55,4 @@ pub mod webhook {
 pub use channel::exports::gateway::plugin::messaging as channel_api;
 pub use channel::gateway::plugin::mail;
 pub use llm::exports::gateway::plugin::llm as llm_api;
-pub use llm::gateway::plugin::{clock, config, http, kv, log, secrets, types};
+pub use llm::gateway::plugin::{clock, config, crypto, http, kv, log, secrets, types};

@@ -11,7 +11,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{clock, config, kv, log, mail, secrets, types};
+use super::bindings::{clock, config, crypto, kv, log, mail, secrets, types};
 use super::http::Gate;
 use crate::config::Grants;
 use crate::store::Db;
@@ -239,6 +239,33 @@ impl config::Host for HostState {
 impl clock::Host for HostState {
     async fn now_ms(&mut self) -> wasmtime::Result<u64> {
         Ok(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0))
+    }
+}
+
+/// Inputs larger than this are refused (the call traps): a plugin hashes
+/// webhook bodies and downloaded files, not gigabytes.
+const CRYPTO_MAX: usize = 128 << 20;
+
+impl crypto::Host for HostState {
+    async fn hmac_sha256(&mut self, key: Vec<u8>, message: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        use hmac::Mac;
+        if message.len() > CRYPTO_MAX {
+            return Err(wasmtime::Error::msg(
+                "crypto.hmac-sha256: input over 128 MiB",
+            ));
+        }
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key)
+            .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        mac.update(&message);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    async fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        use sha2::Digest;
+        if data.len() > CRYPTO_MAX {
+            return Err(wasmtime::Error::msg("crypto.sha256: input over 128 MiB"));
+        }
+        Ok(sha2::Sha256::digest(&data).to_vec())
     }
 }
 

@@ -21,7 +21,6 @@ use gateway_plugin_sdk::host::types::Pair;
 use gateway_plugin_sdk::sign;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 /// The Graph API root used when the settings name none.
 pub const DEFAULT_GRAPH_API_URL: &str = "https://graph.facebook.com/v23.0";
@@ -833,7 +832,7 @@ pub fn check_sha256(data: &[u8], expected: &str) -> Result<(), ChannelError> {
             "the media's SHA-256 `{expected}` is neither 64 hex digits nor base64 of 32 bytes"
         ))
     })?;
-    if Sha256::digest(data)[..] == want[..] {
+    if sign::sha256(data)[..] == want[..] {
         Ok(())
     } else {
         Err(ChannelError::InvalidPayload(
