@@ -69,7 +69,11 @@ async fn messages(
         return graph_error(401, 190, "Invalid OAuth access token");
     }
     if let Some(status) = fake.failures.lock().expect("lock").pop() {
-        let mut r = graph_error(status, 4, "Temporary failure");
+        let mut r = if status == 400 {
+            graph_error(status, 131026, "Message undeliverable")
+        } else {
+            graph_error(status, 4, "Temporary failure")
+        };
         if status == 429 {
             r.headers_mut()
                 .insert("retry-after", "0".parse().expect("header"));
@@ -575,9 +579,25 @@ async fn whatsapp_inbound_assistant_reply_statuses_and_sends() {
             .count();
         assert_eq!(copies, 1);
 
-        // Input errors.
+        // A refusal that retrying cannot fix (a 4xx other than 429) fails
+        // the message with WhatsApp's error, at once.
+        fake.failures.lock().expect("lock").push(400);
+        let r = send(json!({"to": "16315551181", "type": "text", "text": "Refused"})).await;
+        assert_eq!(r.status(), 409);
+        let refused: Value = r.json().await.expect("json");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Message undeliverable"),
+            "{refused}"
+        );
+
+        // Input errors, and a body over 3 MB.
         let r = send(json!({"to": "abc", "type": "fax"})).await;
         assert_eq!(r.status(), 400);
+        let huge = format!("{{\"object\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+        assert_eq!(deliver(&gw, &huge).await.status(), 413);
         gw.stop();
     }
 }
