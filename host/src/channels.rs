@@ -283,6 +283,18 @@ pub enum SendOutcome {
     Failed(String),
 }
 
+impl SendOutcome {
+    /// How the send of `m` ended; `None` while it is pending (or for a
+    /// message no channel carries).
+    fn of(m: Message) -> Option<SendOutcome> {
+        match m.delivery? {
+            Delivery::Pending => None,
+            Delivery::Failed => Some(SendOutcome::Failed(m.delivery_error.unwrap_or_default())),
+            _ => Some(SendOutcome::Sent(Box::new(m))),
+        }
+    }
+}
+
 type InboxJob = (
     Vec<NewInboxRow>,
     tokio::sync::oneshot::Sender<Result<(), StoreError>>,
@@ -374,19 +386,13 @@ impl Channels {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.waiters.entry(id).or_default().push(tx);
         state.bus.channel_work.outbox.notify_one();
-        // It may have ended before the waiter was in place.
-        if let Ok(Some(m)) = state.db.message(id).await {
-            match m.delivery {
-                Some(Delivery::Pending) | None => {}
-                Some(Delivery::Failed) => {
-                    self.waiters.remove(&id);
-                    return Some(SendOutcome::Failed(m.delivery_error.unwrap_or_default()));
-                }
-                Some(_) => {
-                    self.waiters.remove(&id);
-                    return Some(SendOutcome::Sent(Box::new(m)));
-                }
-            }
+        // It may have ended before the waiter was in place (or long ago:
+        // a retried request).
+        if let Ok(Some(m)) = state.db.message(id).await
+            && let Some(outcome) = SendOutcome::of(m)
+        {
+            self.waiters.remove(&id);
+            return Some(outcome);
         }
         let outcome = tokio::time::timeout(limit, rx).await.ok()?.ok();
         self.waiters.remove(&id);
@@ -642,8 +648,8 @@ async fn conversation_for(
         channel: Channel::Whatsapp,
         channel_entry: Some(route.entry.clone()),
     };
-    let c = state.db.create_external_conversation(&new, &key).await?;
-    if (Utc::now() - c.created_at).num_seconds() < 5 {
+    let (c, created) = state.db.create_external_conversation(&new, &key).await?;
+    if created {
         state.bus.publish(Event::ConversationCreated(c.clone()));
     }
     Ok(c)
@@ -1120,15 +1126,14 @@ async fn try_send(state: &AppState, item: &crate::store::OutboxItem) -> Result<S
         .as_deref()
         .and_then(|d| serde_json::from_str(d).ok())
         .unwrap_or_default();
-    if data.template.is_none() {
-        let key = conversation_key(account, customer);
-        let last = state.db.last_customer_message_at(c.org_id, &key).await?;
-        if last.is_none_or(|at| Utc::now() - at > convos::WHATSAPP_WINDOW) {
-            return Err(Unsent::Fail(
-                "outside WhatsApp's 24-hour customer-service window: only a template can be sent"
-                    .into(),
-            ));
-        }
+    let meta = ChannelMeta {
+        data: item.channel_data.clone(),
+        ..Default::default()
+    };
+    match convos::within_window(state.core(), &c, &meta).await {
+        Ok(()) => {}
+        Err(ServiceError::Conflict(why)) => return Err(Unsent::Fail(why)),
+        Err(e) => return Err(Unsent::Retry(e.to_string(), Duration::ZERO)),
     }
     let mut attachments = Vec::new();
     for a in state.db.attachments_of(&[item.id]).await? {

@@ -497,20 +497,14 @@ async fn send_message(
     };
     let posted = convos::post(state.core(), &c, post, Answer::Skip).await?;
     let id = posted.message.id;
-    let outcome = match posted.message.delivery {
-        Some(Delivery::Pending) => state.channels.wait_sent(&state, id, SEND_WAIT).await,
-        Some(Delivery::Failed) => Some(SendOutcome::Failed(
-            posted.message.delivery_error.clone().unwrap_or_default(),
-        )),
-        Some(_) => Some(SendOutcome::Sent(Box::new(posted.message.clone()))),
-        None => {
-            tracing::error!(
-                conversation = c.id,
-                "a WhatsApp send was written without its channel"
-            );
-            return Err(ApiError::internal());
-        }
-    };
+    if posted.message.delivery.is_none() {
+        tracing::error!(
+            conversation = c.id,
+            "a WhatsApp send was written without its channel"
+        );
+        return Err(ApiError::internal());
+    }
+    let outcome = state.channels.wait_sent(&state, id, SEND_WAIT).await;
     match outcome {
         Some(SendOutcome::Sent(m)) => Ok(Json(SentView {
             status: m.delivery.unwrap_or(Delivery::Sent).as_str().to_owned(),

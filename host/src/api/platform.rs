@@ -181,7 +181,7 @@ pub(crate) async fn session_for(
                 }
                 return Ok((c, name.to_owned()));
             }
-            let c = state.db.create_external_conversation(&new, name).await?;
+            let (c, _) = state.db.create_external_conversation(&new, name).await?;
             if !c.visible_to(p) || c.contact_id != Some(customer.contact_id) {
                 return Err(ApiError::not_found("Session not found"));
             }

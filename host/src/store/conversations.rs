@@ -824,12 +824,12 @@ impl Db {
     }
 
     /// Starts a conversation under a client-chosen `sessionId`; when two
-    /// requests race, both get the one that won.
+    /// requests race, both get the one that won (`true`: this call made it).
     pub async fn create_external_conversation(
         &self,
         new: &NewConversation,
         external_id: &str,
-    ) -> Result<Conversation, StoreError> {
+    ) -> Result<(Conversation, bool), StoreError> {
         let now = Utc::now();
         let sql = format!(
             "INSERT INTO conversations (org_id, customer_id, status, subject, priority, tags, channel, created_at, updated_at, external_id, contact_id, channel_entry) \
@@ -854,10 +854,11 @@ impl Db {
         })?;
         drop(turn);
         match row {
-            Some(row) => Ok(row.into()),
+            Some(row) => Ok((row.into(), true)),
             None => self
                 .conversation_by_external(new.org_id, external_id)
                 .await?
+                .map(|c| (c, false))
                 .ok_or(StoreError::Conflict("sessionId")),
         }
     }
