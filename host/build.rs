@@ -100,6 +100,8 @@ fn main() {
         "hmac_webhook",
         "testbed",
         "future_version",
+        "whatsapp",
+        "email",
     ] {
         let file = out.join(format!("{name}.wasm"));
         if !file.is_file() {

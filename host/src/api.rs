@@ -10,6 +10,7 @@ mod chat;
 mod common;
 mod contacts;
 pub mod dialect;
+mod email_channel;
 pub mod error;
 mod extract;
 pub mod gateway;
@@ -42,6 +43,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(plugins::router())
         .merge(platform::router())
         .merge(channels::router())
+        .merge(email_channel::router())
         .merge(knowledge::router())
         .merge(contacts::router())
         .routes(routes!(openapi_json))

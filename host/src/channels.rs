@@ -97,6 +97,11 @@ pub struct InMessage {
     pub error: Option<String>,
     #[serde(default)]
     pub metadata: Vec<(String, String)>,
+    /// An email's subject and HTML body.
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +112,9 @@ pub struct InMedia {
     pub caption: Option<String>,
     pub sha256: Option<String>,
     pub data: Option<Vec<u8>>,
+    /// An email part's Content-ID (inline images).
+    #[serde(default)]
+    pub content_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +156,8 @@ impl InboxEvent {
                 sender: m.sender,
                 name: m.sender_name.map(no_nul),
                 account: m.recipient,
+                subject: m.subject.map(no_nul),
+                html: m.html.map(no_nul),
                 kind: match m.kind {
                     K::Text => "text",
                     K::Image => "image",
@@ -174,6 +184,7 @@ impl InboxEvent {
                         caption: f.caption.map(no_nul),
                         sha256: f.sha256,
                         data: f.data,
+                        content_id: f.content_id,
                     })
                     .collect(),
                 timestamp_ms: m.timestamp_ms,
@@ -240,6 +251,7 @@ impl InboxEvent {
 /// component whose settings list `phone_number_ids`.
 pub fn is_whatsapp(config: &PluginConfig) -> bool {
     config.world == World::Channel
+        && config.mail.is_none()
         && (config.source == ComponentSource::Builtin("whatsapp".into())
             || config.settings.get("phone_number_ids").is_some())
 }
@@ -304,6 +316,8 @@ type InboxJob = (
 pub struct Channels {
     /// The WhatsApp entries, in config order.
     pub whatsapp: Vec<Route>,
+    /// The email entries, in config order.
+    pub email: Vec<std::sync::Arc<crate::email::MailRoute>>,
     inbox: tokio::sync::mpsc::Sender<InboxJob>,
     inbox_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<InboxJob>>>,
     inbox_wake: tokio::sync::Notify,
@@ -318,13 +332,27 @@ impl Channels {
     /// organization does not exist serves nothing (logged).
     pub async fn new(configs: &[PluginConfig], db: &crate::store::Db) -> Channels {
         let mut whatsapp = Vec::new();
-        for c in configs.iter().filter(|c| is_whatsapp(c)) {
+        let mut email = Vec::new();
+        for c in configs
+            .iter()
+            .filter(|c| is_whatsapp(c) || crate::email::is_email(c))
+        {
             match db.org_by_slug(&c.organization).await {
-                Ok(Some(org)) => whatsapp.push(Route {
-                    entry: c.id.clone(),
-                    org_id: org.id,
-                    numbers: numbers_of(c),
-                }),
+                Ok(Some(org)) => match &c.mail {
+                    Some(mail) => email.push(std::sync::Arc::new(crate::email::MailRoute::new(
+                        Route {
+                            entry: c.id.clone(),
+                            org_id: org.id,
+                            numbers: Vec::new(),
+                        },
+                        mail.clone(),
+                    ))),
+                    None => whatsapp.push(Route {
+                        entry: c.id.clone(),
+                        org_id: org.id,
+                        numbers: numbers_of(c),
+                    }),
+                },
                 Ok(None) => tracing::error!(
                     plugin = %c.id,
                     organization = %c.organization,
@@ -339,6 +367,7 @@ impl Channels {
         let (done, done_rx) = tokio::sync::mpsc::unbounded_channel();
         Channels {
             whatsapp,
+            email,
             inbox: tx,
             inbox_jobs: std::sync::Mutex::new(Some(rx)),
             inbox_wake: tokio::sync::Notify::new(),
@@ -353,6 +382,14 @@ impl Channels {
         self.whatsapp
             .iter()
             .find(|r| r.numbers.iter().any(|n| n == account))
+    }
+
+    /// The email entry `entry`.
+    pub fn email_route(&self, entry: &str) -> Option<&crate::email::MailRoute> {
+        self.email
+            .iter()
+            .find(|r| r.entry() == entry)
+            .map(|r| r.as_ref())
     }
 
     pub fn route_by_entry(&self, entry: &str) -> Option<&Route> {
@@ -434,6 +471,7 @@ pub fn start(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     if let Some(reads) = state.bus.channel_work.take_reads() {
         tasks.push(tokio::spawn(read_worker(state.clone(), reads)));
     }
+    tasks.extend(crate::email::start(state));
     tasks
 }
 
@@ -663,19 +701,32 @@ pub async fn contact_for(
     name: Option<&str>,
 ) -> Result<i64, ServiceError> {
     let details = ContactDetails {
-        name: name
-            .map(|n| n.chars().take(crate::domain::contact::NAME_MAX).collect())
-            .filter(|n: &String| !n.trim().is_empty()),
         phone: Some(format!("+{}", wa_id.trim_start_matches('+'))),
         ..Default::default()
     };
-    let contact = contacts::find_or_create(
-        state.core(),
+    contact_of(
+        state,
         org_id,
         &Identity::new(Channel::Whatsapp, wa_id),
-        &details,
+        name,
+        details,
     )
-    .await?;
+    .await
+}
+
+/// The contact behind a channel identity, created with what the channel
+/// tells about them (`name`: the profile or display name, if any).
+pub async fn contact_of(
+    state: &AppState,
+    org_id: i64,
+    identity: &Identity,
+    name: Option<&str>,
+    mut details: ContactDetails,
+) -> Result<i64, ServiceError> {
+    details.name = name
+        .map(|n| n.chars().take(crate::domain::contact::NAME_MAX).collect())
+        .filter(|n: &String| !n.trim().is_empty());
+    let contact = contacts::find_or_create(state.core(), org_id, identity, &details).await?;
     Ok(contact.id)
 }
 
@@ -814,7 +865,7 @@ async fn receive(
 /// The assistant's turn for a stored customer message that is still the
 /// conversation's last (the process died between storing it and
 /// answering).
-async fn answer_if_unanswered(state: &AppState, m: &Message) -> Result<(), String> {
+pub(crate) async fn answer_if_unanswered(state: &AppState, m: &Message) -> Result<(), String> {
     use crate::domain::conversation::{Handling, SenderKind};
     if m.sender_kind != SenderKind::Customer || m.content.trim().is_empty() {
         return Ok(());
@@ -904,6 +955,7 @@ async fn fetch_media(
         caption: media.caption.clone(),
         data: None,
         sha256: media.sha256.clone(),
+        content_id: media.content_id.clone(),
     };
     match plugin.fetch_media(&request).await {
         Ok(a) => Ok(Upload {
@@ -944,7 +996,7 @@ fn default_name(mime: Option<&str>) -> String {
 
 /// Whether a failed plugin call may succeed later, and after how long at
 /// least.
-fn retryable(e: &PluginError) -> Option<Duration> {
+pub(crate) fn retryable(e: &PluginError) -> Option<Duration> {
     match &e.failure {
         Failure::Channel(ChannelError::RateLimited(ms)) => {
             Some(Duration::from_millis(u64::from(ms.unwrap_or(0))))
@@ -1088,7 +1140,7 @@ async fn fail(state: &AppState, id: i64, why: &str) {
     }
 }
 
-enum Unsent {
+pub(crate) enum Unsent {
     Fail(String),
     Retry(String, Duration),
 }
@@ -1097,6 +1149,27 @@ impl From<StoreError> for Unsent {
     fn from(e: StoreError) -> Self {
         Unsent::Retry(e.to_string(), Duration::ZERO)
     }
+}
+
+/// The files of message `id`, read for a send.
+pub(crate) async fn attachments_of(
+    state: &AppState,
+    id: i64,
+) -> Result<Vec<plugins::ChannelAttachment>, Unsent> {
+    let mut attachments = Vec::new();
+    for a in state.db.attachments_of(&[id]).await? {
+        let bytes = tokio::fs::read(state.files.path(&a.sha256))
+            .await
+            .map_err(|e| {
+                Unsent::Retry(format!("cannot read an attachment: {e}"), Duration::ZERO)
+            })?;
+        attachments.push(plugins::ChannelAttachment {
+            filename: a.file_name,
+            mime_type: a.content_type,
+            data: bytes,
+        });
+    }
+    Ok(attachments)
 }
 
 async fn try_send(state: &AppState, item: &crate::store::OutboxItem) -> Result<String, Unsent> {
@@ -1116,6 +1189,9 @@ async fn try_send(state: &AppState, item: &crate::store::OutboxItem) -> Result<S
     let Some(c) = state.db.conversation(item.conversation_id).await? else {
         return Err(Unsent::Fail("the conversation is gone".into()));
     };
+    if let Some(mr) = state.channels.email_route(entry) {
+        return crate::email::send(state, mr, item, &c).await;
+    }
     let Some((account, customer)) = c.external_id.as_deref().and_then(parse_key) else {
         return Err(Unsent::Fail(
             "the conversation has no WhatsApp number and customer".into(),
@@ -1135,19 +1211,7 @@ async fn try_send(state: &AppState, item: &crate::store::OutboxItem) -> Result<S
         Err(ServiceError::Conflict(why)) => return Err(Unsent::Fail(why)),
         Err(e) => return Err(Unsent::Retry(e.to_string(), Duration::ZERO)),
     }
-    let mut attachments = Vec::new();
-    for a in state.db.attachments_of(&[item.id]).await? {
-        let bytes = tokio::fs::read(state.files.path(&a.sha256))
-            .await
-            .map_err(|e| {
-                Unsent::Retry(format!("cannot read an attachment: {e}"), Duration::ZERO)
-            })?;
-        attachments.push(plugins::ChannelAttachment {
-            filename: a.file_name,
-            mime_type: a.content_type,
-            data: bytes,
-        });
-    }
+    let attachments = attachments_of(state, item.id).await?;
     let in_reply_to = match item.reply_to_id {
         Some(id) => state
             .db

@@ -371,7 +371,8 @@ async fn plugins_check(config: &Config) -> anyhow::Result<()> {
     for entry in plugins.entries() {
         let c = entry.config();
         let env: HashMap<String, String> = std::env::vars().collect();
-        let problems = crate::channels::check_entry(c, &env);
+        let mut problems = crate::channels::check_entry(c, &env);
+        problems.extend(crate::email::check_entry(c, &env));
         let outcome = match entry {
             crate::plugins::Entry::Failed { error, .. } => Err(error.clone()),
             crate::plugins::Entry::Ready(_) if !problems.is_empty() => Err(problems.join("; ")),

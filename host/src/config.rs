@@ -18,7 +18,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use plugins::{ComponentSource, Grants, HostPattern, PluginConfig, World};
+pub use plugins::{
+    AfterStore, ComponentSource, Grants, HostPattern, MailConfig, PluginConfig, World,
+    plausible_address,
+};
 pub use raw::RawConfig;
 
 /// The default config file, relative to the working directory.

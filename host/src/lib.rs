@@ -14,6 +14,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod email;
 pub mod events;
 pub mod files;
 pub mod places;

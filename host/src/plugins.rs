@@ -40,9 +40,9 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 use crate::config::{ComponentSource, PluginConfig, World};
 use crate::store::Db;
 pub use bindings::channel_api::{
-    Attachment as ChannelAttachment, ChannelError, ContentKind, DeliveryState, DeliveryStatus,
-    InboundEvent, InboundMessage, Location, Media, OutboundMessage, SentMessage, Template,
-    WebhookRequest, WebhookResponse,
+    Attachment as ChannelAttachment, ChannelError, ComposedMail, ContentKind, DeliveryState,
+    DeliveryStatus, InboundEvent, InboundMessage, Location, Media, OutboundMessage, SentMessage,
+    Template, WebhookRequest, WebhookResponse,
 };
 pub use bindings::llm_api::{
     ChatMessage, Completion, CompletionRequest, Embeddings, LlmError, Passage, Role, Transcription,
@@ -79,12 +79,16 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
             env!("GATEWAY_PLUGIN_DIR"),
             "/whatsapp.wasm"
         ))),
+        "email" => Some(include_bytes!(concat!(
+            env!("GATEWAY_PLUGIN_DIR"),
+            "/email.wasm"
+        ))),
         _ => None,
     }
 }
 
 /// Names accepted after `builtin:`.
-pub const BUILTINS: [&str; 3] = ["kb-answer", "openai", "whatsapp"];
+pub const BUILTINS: [&str; 4] = ["kb-answer", "openai", "whatsapp", "email"];
 
 /// Why a call failed. Every variant names the plugin entry in its message.
 #[derive(Debug, Clone)]

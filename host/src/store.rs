@@ -9,6 +9,7 @@
 mod channels;
 mod contacts;
 mod conversations;
+mod email;
 mod identity;
 pub mod knowledge;
 mod plugin_kv;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 use crate::config::{DatabaseConfig, DatabaseKind, Synchronous};
 pub use channels::{InboxRow, NewInboxRow, OutboxItem};
 pub use conversations::{ConversationFilter, NewAttachment};
+pub use email::MailCursor;
 pub use tickets::{DeliveryClaim, TicketChanges, TicketFilter};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`.

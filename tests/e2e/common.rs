@@ -8,11 +8,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use sqlx::Connection as _;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 /// Shared by every test gateway, so tests can mint their own tokens.
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// A 1x1 PNG.
+pub const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -139,6 +149,7 @@ pub struct Gateway {
 }
 
 /// How to start a gateway.
+#[derive(Clone)]
 pub struct Options {
     pub db: DbKind,
     /// Extra TOML appended to the generated config.
@@ -412,4 +423,81 @@ pub fn run_cli(dir: &Path, db: &TestDb, args: &[&str]) -> (i32, String, String) 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits until `check` holds (10 s at most).
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An admin created with the CLI, logged in.
+pub async fn admin_token(gw: &Gateway) -> String {
+    let (code, _, err) = gw.cli(&[
+        "user",
+        "create",
+        "--username",
+        "channel-admin",
+        "--email",
+        "channel-admin@example.com",
+        "--role",
+        "admin",
+        "--password",
+        "correct horse battery",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    gw.login("channel-admin", "correct horse battery").await
+}
+
+pub async fn messages_of(gw: &Gateway, token: &str, session: &str) -> Vec<Value> {
+    let list: Value = gw
+        .http
+        .get(gw.url(&format!("/api/chat/sessions/{session}/messages?limit=100")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("messages")
+        .json()
+        .await
+        .expect("json");
+    list["messages"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every session of the organization with a message whose content is
+/// `text`.
+pub async fn session_with(gw: &Gateway, token: &str, text: &str) -> Option<String> {
+    let list: Value = gw
+        .http
+        .get(gw.url("/api/chat/sessions?limit=100"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    for s in list["sessions"].as_array().cloned().unwrap_or_default() {
+        let id = s["id"].as_str().map(str::to_owned).unwrap_or_default();
+        let messages = messages_of(gw, token, &id).await;
+        if messages.iter().any(|m| m["content"] == text) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+pub async fn sqlite(gw: &Gateway) -> sqlx::SqlitePool {
+    let path = gw.dir.path().join("data").join("gateway.db");
+    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .expect("open the database")
 }

@@ -12,6 +12,7 @@ mod cli;
 mod config_errors;
 mod core;
 mod crash;
+mod email;
 mod errors;
 mod jwt;
 mod openai;

@@ -4,7 +4,7 @@
 //! `GET /{media-id}` then the media URL), answering 429 and 500 on request.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,22 +16,16 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::common::{DbKind, Gateway, Options, databases};
+use crate::common::{
+    DbKind, Gateway, Options, PNG, admin_token, databases, eventually, messages_of, session_with,
+    sqlite,
+};
 
 const APP_SECRET: &str = "app-secret-for-tests";
 const ACCESS_TOKEN: &str = "EAAG-test-token";
 const VERIFY_TOKEN: &str = "verify-me-0123";
 const NUMBER: &str = "301118820040015";
 const OTHER_NUMBER: &str = "301118820040027";
-
-/// A 1x1 PNG.
-const PNG: &[u8] = &[
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
-    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
-    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
-    0x42, 0x60, 0x82,
-];
 
 #[derive(Clone, Default)]
 struct Fake {
@@ -239,21 +233,6 @@ async fn deliver(gw: &Gateway, body: &str) -> reqwest::Response {
         .expect("webhook")
 }
 
-/// Waits until `check` holds (10 s at most).
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn sent_to(fake: &Fake, wa_id: &str) -> Vec<Value> {
     fake.sent
         .lock()
@@ -262,60 +241,6 @@ fn sent_to(fake: &Fake, wa_id: &str) -> Vec<Value> {
         .filter(|(_, b)| b["to"] == wa_id)
         .map(|(_, b)| b.clone())
         .collect()
-}
-
-async fn admin_token(gw: &Gateway) -> String {
-    let (code, _, err) = gw.cli(&[
-        "user",
-        "create",
-        "--username",
-        "wa-admin",
-        "--email",
-        "wa-admin@example.com",
-        "--role",
-        "admin",
-        "--password",
-        "correct horse battery",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    gw.login("wa-admin", "correct horse battery").await
-}
-
-async fn messages_of(gw: &Gateway, token: &str, session: &str) -> Vec<Value> {
-    let list: Value = gw
-        .http
-        .get(gw.url(&format!("/api/chat/sessions/{session}/messages?limit=100")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("messages")
-        .json()
-        .await
-        .expect("json");
-    list["messages"].as_array().cloned().unwrap_or_default()
-}
-
-/// Every session of the organization with a message whose content is
-/// `text`.
-async fn session_with(gw: &Gateway, token: &str, text: &str) -> Option<String> {
-    let list: Value = gw
-        .http
-        .get(gw.url("/api/chat/sessions?limit=100"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    for s in list["sessions"].as_array().cloned().unwrap_or_default() {
-        let id = s["id"].as_str().map(str::to_owned).unwrap_or_default();
-        let messages = messages_of(gw, token, &id).await;
-        if messages.iter().any(|m| m["content"] == text) {
-            return Some(id);
-        }
-    }
-    None
 }
 
 #[tokio::test]
@@ -686,12 +611,6 @@ fn options_clone(o: &Options) -> Options {
 type Stored = (i64, String, String, Option<String>, Option<i64>);
 
 /// A read-only look at the gateway's SQLite database.
-async fn sqlite(gw: &Gateway) -> sqlx::SqlitePool {
-    let path = gw.dir.path().join("data").join("gateway.db");
-    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
-        .await
-        .expect("open the database")
-}
 
 #[tokio::test]
 async fn every_inbound_type_is_stored() {

@@ -34,8 +34,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The channel service's health: the database, the assistant (the chatbot
-/// core's provider), the WebSockets, and each configured WhatsApp entry
-/// (by id; absent when none is configured). 503 when one is unhealthy.
+/// core's provider), the WebSockets, the WhatsApp entries and the email
+/// entries (their plugin, SMTP transport and IMAP listener; each key
+/// absent when no such entry is configured). 503 when one is unhealthy.
 #[utoipa::path(
     get,
     path = "/api/channels/health",
@@ -70,6 +71,32 @@ async fn health(
         deps.insert(
             "whatsapp".into(),
             Value::from(if loaded { "healthy" } else { "unhealthy" }),
+        );
+    }
+    if !state.channels.email.is_empty() {
+        let problems: Vec<String> = state
+            .channels
+            .email
+            .iter()
+            .filter_map(|r| {
+                let loaded = matches!(state.plugins.get(r.entry()), Some(Ok(_)));
+                match (loaded, r.health()) {
+                    (true, Ok(())) => None,
+                    (false, _) => Some(format!("{}: the plugin did not load", r.entry())),
+                    (true, Err(e)) => Some(format!("{}: {e}", r.entry())),
+                }
+            })
+            .collect();
+        if !problems.is_empty() {
+            tracing::debug!(?problems, "the email channel is unhealthy");
+        }
+        deps.insert(
+            "email".into(),
+            Value::from(if problems.is_empty() {
+                "healthy"
+            } else {
+                "unhealthy"
+            }),
         );
     }
     service_health(deps)

@@ -171,6 +171,184 @@ pub struct PluginConfig {
     /// The `settings` table as a JSON object, handed to the plugin as is.
     pub settings: serde_json::Value,
     pub grants: Grants,
+    /// `[plugins.mail]`: the host's mail transports of an email entry.
+    pub mail: Option<MailConfig>,
+}
+
+/// `[plugins.mail]`: the support address and how the host reaches its
+/// mailbox (IMAP) and submits mail (SMTP) for an email channel entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailConfig {
+    /// The support address customers write to, lower case.
+    pub address: String,
+    /// lettre's URL forms: `smtp://host:port` (plain), `smtp://...?tls=required`
+    /// (STARTTLS), `smtps://` (TLS); `user:pass@` for credentials.
+    pub smtp_url: Option<url::Url>,
+    /// `imap://user:pass@host:port/MAILBOX` or `imaps://`; the path is the
+    /// mailbox (default `INBOX`).
+    pub imap_url: Option<url::Url>,
+    /// A granted secret holding the password when a URL names a user but
+    /// no password.
+    pub password_secret: Option<String>,
+    /// What happens to a mail in the mailbox once it is stored.
+    pub after_store: AfterStore,
+    /// How often the listener looks for new mail when the server has no
+    /// IDLE.
+    pub poll: Duration,
+    /// The display name of outgoing mail's `From`.
+    pub from_name: Option<String>,
+    /// Whether the listener starts with the gateway (it can be started and
+    /// stopped through the API either way).
+    pub start_listener: bool,
+}
+
+/// What the listener does to a stored mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStore {
+    /// Flags it `\Seen`.
+    Seen,
+    /// Moves it to this mailbox (created if missing).
+    Move(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    pub address: String,
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    #[serde(default)]
+    pub imap_url: Option<String>,
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    #[serde(default)]
+    pub after_store: Option<String>,
+    #[serde(default)]
+    pub move_to: Option<String>,
+    #[serde(default)]
+    pub poll_secs: Option<u64>,
+    #[serde(default)]
+    pub from_name: Option<String>,
+    #[serde(default)]
+    pub start_listener: Option<bool>,
+}
+
+/// Whether `text` looks like a mail address one can write to.
+pub fn plausible_address(text: &str) -> bool {
+    let Some((local, domain)) = text.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && text.len() <= 254
+        && !text.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        })
+}
+
+fn validate_mail(
+    raw: RawMail,
+    grants: &RawGrants,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<MailConfig, ConfigError> {
+    let address = raw.address.trim().to_ascii_lowercase();
+    if !plausible_address(&address) {
+        return Err(err(
+            "mail.address",
+            format!(
+                "expected a mail address such as support@example.com, got {:?}",
+                raw.address
+            ),
+        ));
+    }
+    if !grants.mail {
+        return Err(err(
+            "grants.mail",
+            "an entry with [plugins.mail] sends mail: set grants.mail = true".into(),
+        ));
+    }
+    let parse = |key: &str, text: Option<String>, schemes: [&str; 2]| {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(text.trim())
+            .map_err(|e| err(&format!("mail.{key}"), format!("not a URL ({e})")))?;
+        if !schemes.contains(&url.scheme()) || url.host_str().is_none_or(str::is_empty) {
+            return Err(err(
+                &format!("mail.{key}"),
+                format!(
+                    "expected {}://host:port or {}://host:port",
+                    schemes[0], schemes[1]
+                ),
+            ));
+        }
+        Ok(Some(url))
+    };
+    let smtp_url = parse("smtp_url", raw.smtp_url, ["smtp", "smtps"])?;
+    if let Some(url) = &smtp_url
+        && let Some(tls) = url
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned())
+        && !matches!(tls.as_str(), "required" | "opportunistic")
+    {
+        return Err(err(
+            "mail.smtp_url",
+            format!("?tls= expects required or opportunistic, got {tls:?}"),
+        ));
+    }
+    let imap_url = parse("imap_url", raw.imap_url, ["imap", "imaps"])?;
+    if let Some(name) = &raw.password_secret
+        && !grants.secrets.contains(name)
+    {
+        return Err(err(
+            "mail.password_secret",
+            format!("{name} must also be listed in grants.secrets"),
+        ));
+    }
+    let after_store = match (raw.after_store.as_deref(), raw.move_to) {
+        (None | Some("seen"), None) => AfterStore::Seen,
+        (Some("move"), to) => AfterStore::Move(
+            to.map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "Processed".into()),
+        ),
+        (None | Some("seen"), Some(_)) => {
+            return Err(err(
+                "mail.move_to",
+                "is used only with after_store = \"move\"".into(),
+            ));
+        }
+        (Some(other), _) => {
+            return Err(err(
+                "mail.after_store",
+                format!("expected \"seen\" or \"move\", got {other:?}"),
+            ));
+        }
+    };
+    let poll_secs = raw.poll_secs.unwrap_or(30);
+    if !(1..=3600).contains(&poll_secs) {
+        return Err(err("mail.poll_secs", "expected 1 to 3600".into()));
+    }
+    if raw
+        .from_name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(err("mail.from_name", "must be one line".into()));
+    }
+    Ok(MailConfig {
+        address,
+        smtp_url,
+        imap_url,
+        password_secret: raw.password_secret,
+        after_store,
+        poll: Duration::from_secs(poll_secs),
+        from_name: raw.from_name.filter(|n| !n.trim().is_empty()),
+        start_listener: raw.start_listener.unwrap_or(true),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +363,8 @@ pub struct RawPlugin {
     pub settings: toml::Table,
     #[serde(default)]
     pub grants: RawGrants,
+    #[serde(default)]
+    pub mail: Option<RawMail>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +403,7 @@ pub fn default_entries() -> Vec<RawPlugin> {
         organization: None,
         settings: toml::Table::new(),
         grants: RawGrants::default(),
+        mail: None,
     }]
 }
 
@@ -338,8 +519,19 @@ pub(super) fn validate(
                 ),
             ));
         }
+        let mail = match p.mail {
+            Some(_) if world != World::Channel => {
+                return Err(err(
+                    "mail",
+                    "only a channel entry has a mail transport".into(),
+                ));
+            }
+            Some(raw) => Some(validate_mail(raw, &p.grants, &err)?),
+            None => None,
+        };
         out.push(PluginConfig {
             id: p.id,
+            mail,
             source: source_,
             world,
             organization,

@@ -278,3 +278,74 @@ fn plugin_entries_are_checked() {
         );
     }
 }
+
+const EMAIL_ENTRY: &str =
+    "[[plugins]]\nid = \"email\"\npath = \"builtin:email\"\nworld = \"channel\"\n";
+
+#[test]
+fn email_entries_take_the_mail_table() {
+    let c = parse(&format!(
+        "{EMAIL_ENTRY}[plugins.mail]\naddress = \"Support@Example.com\"\nsmtp_url = \"smtp://127.0.0.1:2525\"\n\
+         imap_url = \"imap://support:secret@127.0.0.1:1143/INBOX\"\nafter_store = \"move\"\n\
+         [plugins.grants]\nmail = true\n"
+    ))
+    .expect("valid");
+    let mail = c.plugins[0].mail.clone().expect("a mail table");
+    assert_eq!(mail.address, "support@example.com");
+    assert_eq!(mail.after_store, AfterStore::Move("Processed".into()));
+    assert_eq!(mail.poll, std::time::Duration::from_secs(30));
+    assert!(mail.start_listener);
+    assert_eq!(mail.imap_url.expect("imap").host_str(), Some("127.0.0.1"));
+}
+
+#[test]
+fn email_entry_errors_name_the_key() {
+    let with = |mail: &str, grants: &str| {
+        error(&format!(
+            "{EMAIL_ENTRY}[plugins.mail]\n{mail}\n[plugins.grants]\n{grants}\n"
+        ))
+    };
+    assert_eq!(
+        with("address = \"support\"", "mail = true"),
+        "gw.toml: plugins[0].mail.address: expected a mail address such as support@example.com, got \"support\""
+    );
+    assert_eq!(
+        with("address = \"s@example.com\"", "mail = false"),
+        "gw.toml: plugins[0].grants.mail: an entry with [plugins.mail] sends mail: set grants.mail = true"
+    );
+    assert_eq!(
+        with(
+            "address = \"s@example.com\"\nsmtp_url = \"http://x\"",
+            "mail = true"
+        ),
+        "gw.toml: plugins[0].mail.smtp_url: expected smtp://host:port or smtps://host:port"
+    );
+    assert_eq!(
+        with(
+            "address = \"s@example.com\"\nsmtp_url = \"smtp://x?tls=maybe\"",
+            "mail = true"
+        ),
+        "gw.toml: plugins[0].mail.smtp_url: ?tls= expects required or opportunistic, got \"maybe\""
+    );
+    assert_eq!(
+        with(
+            "address = \"s@example.com\"\nimap_url = \"imap:///INBOX\"",
+            "mail = true"
+        ),
+        "gw.toml: plugins[0].mail.imap_url: expected imap://host:port or imaps://host:port"
+    );
+    assert_eq!(
+        with(
+            "address = \"s@example.com\"\npassword_secret = \"MAIL_PASSWORD\"",
+            "mail = true"
+        ),
+        "gw.toml: plugins[0].mail.password_secret: MAIL_PASSWORD must also be listed in grants.secrets"
+    );
+    assert_eq!(
+        with(
+            "address = \"s@example.com\"\nafter_store = \"delete\"",
+            "mail = true"
+        ),
+        "gw.toml: plugins[0].mail.after_store: expected \"seen\" or \"move\", got \"delete\""
+    );
+}

@@ -2,8 +2,8 @@
 
 use super::bindings::channel::Channel;
 use super::bindings::channel_api::{
-    Attachment, ChannelError, InboundEvent, Media, OutboundMessage, ParsedWebhook, SentMessage,
-    WebhookRequest, WebhookResponse,
+    Attachment, ChannelError, ComposedMail, InboundEvent, InboundMessage, Media, OutboundMessage,
+    ParsedWebhook, SentMessage, WebhookRequest, WebhookResponse,
 };
 use super::host::HostState;
 use super::{Failure, Plugin, PluginError, Pre};
@@ -142,6 +142,56 @@ impl Plugin {
                 .await
         })
         .await
+    }
+
+    /// Shapes an outgoing message into a mail for the host to submit.
+    pub async fn compose_mail(
+        &self,
+        message: &OutboundMessage,
+    ) -> Result<ComposedMail, PluginError> {
+        let mail = self
+            .channel_call("compose-mail", async |i, s| {
+                i.gateway_plugin_messaging()
+                    .call_compose_mail(s, message)
+                    .await
+            })
+            .await?;
+        let one_line = |t: &str| !t.is_empty() && t.len() <= 998 && !t.contains(['\r', '\n']);
+        if !one_line(&mail.message_id)
+            || !one_line(&mail.envelope_from)
+            || mail.envelope_to.is_empty()
+            || !mail.envelope_to.iter().all(|t| one_line(t))
+            || mail.raw.is_empty()
+        {
+            return Err(self.failed(
+                "compose-mail",
+                self.error(Failure::Invalid(
+                    "a composed mail needs a Message-ID, an envelope sender and recipients (one line each) and a body".into(),
+                )),
+            ));
+        }
+        Ok(mail)
+    }
+
+    /// Normalizes a raw RFC 822 message.
+    pub async fn parse_mail(&self, raw: &[u8]) -> Result<InboundMessage, PluginError> {
+        let m = self
+            .channel_call("parse-mail", async |i, s| {
+                i.gateway_plugin_messaging().call_parse_mail(s, raw).await
+            })
+            .await?;
+        if m.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES)
+            || m.external_id.is_empty()
+            || m.external_id.len() > 512
+        {
+            return Err(self.failed(
+                "parse-mail",
+                self.error(Failure::Invalid(format!(
+                    "a parsed mail needs an id of 1 to 512 bytes and a text of at most {MAX_TEXT_BYTES} bytes"
+                ))),
+            ));
+        }
+        Ok(m)
     }
 
     /// One instance kept for several parses: for benchmarks, to tell the

@@ -261,6 +261,8 @@ pub async fn post(
             let (mut meta, delivery) = c.outbound();
             meta.data = post.channel.data.clone();
             meta.reply_to_id = post.channel.reply_to_id;
+            meta.subject = post.channel.subject.clone();
+            meta.html = post.channel.html.clone();
             (meta, delivery)
         }
         _ => (post.channel.clone(), post.delivery),

@@ -7,7 +7,7 @@ use crate::domain::conversation::Priority;
 use crate::domain::ticket::{Category, NewTicket, Ticket, TicketStatus};
 
 #[derive(sqlx::FromRow)]
-struct TicketRow {
+pub(super) struct TicketRow {
     id: i64,
     org_id: i64,
     conversation_id: i64,
@@ -39,7 +39,7 @@ impl From<TicketRow> for Ticket {
     }
 }
 
-const TICKET_COLUMNS: &str = "id, org_id, conversation_id, customer_id, title, description, status, priority, category_id, created_at, updated_at";
+pub(super) const TICKET_COLUMNS: &str = "id, org_id, conversation_id, customer_id, title, description, status, priority, category_id, created_at, updated_at";
 
 /// Which tickets a listing shows (004's filters).
 #[derive(Debug, Clone, Default)]

@@ -380,6 +380,7 @@ fn read_media(message: &mut InboundMessage, word: &str, part: Option<&Value>) {
         caption,
         data: None,
         sha256: string_at(part, "sha256"),
+        content_id: None,
     });
     if part.get("voice") == Some(&Value::Bool(true)) {
         message.metadata.push(pair("whatsapp.voice", "true"));
@@ -1847,6 +1848,7 @@ mod tests {
             caption: None,
             data: None,
             sha256: sha256.map(str::to_owned),
+            content_id: None,
         }
     }
 

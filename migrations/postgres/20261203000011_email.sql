@@ -1,0 +1,12 @@
+-- The email channel: where each entry's IMAP listener is in its mailbox.
+
+-- The mailbox's UIDVALIDITY and the last UID stored, per `[[plugins]]`
+-- entry: a restart fetches from the next UID, so no mail is missed or
+-- stored twice; a new UIDVALIDITY (the mailbox was rebuilt) starts over
+-- from the unseen mail.
+CREATE TABLE mail_cursors (
+    entry        TEXT PRIMARY KEY,
+    uid_validity BIGINT NOT NULL,
+    last_uid     BIGINT NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);
