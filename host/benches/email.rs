@@ -8,6 +8,7 @@
 //! export TEST_IMAP_URL=$(scripts/test-mail.sh start)    # Dovecot on :1143
 //! cargo bench --bench email                              # SQLite
 //! cargo bench --bench email -- --rounds 4 --replies 200
+//! cargo bench --bench email -- --synchronous normal     # SQLite without an fsync per commit
 //! ```
 //!
 //! Processes: Dovecot, the gateway (`builtin:email`, `kb-answer`
@@ -36,12 +37,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_gateway");
 struct Args {
     rounds: usize,
     replies: usize,
+    /// SQLite's `database.synchronous` (`full`, the default, or `normal`).
+    synchronous: String,
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
         rounds: 4,
         replies: 100,
+        synchronous: "full".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,6 +53,7 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--rounds" => a.rounds = num(4),
             "--replies" => a.replies = num(100),
+            "--synchronous" => a.synchronous = it.next().unwrap_or_else(|| "full".into()),
             _ => {}
         }
     }
@@ -123,13 +128,22 @@ async fn smtp_sink() -> (u16, Arrivals) {
     (port, arrivals)
 }
 
-fn gateway(dir: &std::path::Path, imap: &str, mailbox: &str, smtp_port: u16) -> Server {
+fn gateway(
+    dir: &std::path::Path,
+    imap: &str,
+    mailbox: &str,
+    smtp_port: u16,
+    synchronous: &str,
+) -> Server {
     let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
         format!(
             r#"[storage]
 data_dir = {data:?}
+
+[database]
+synchronous = "{synchronous}"
 
 [[plugins]]
 id = "kb-answer"
@@ -253,7 +267,13 @@ fn main() {
         let (smtp_port, arrivals) = smtp_sink().await;
         let mailbox = format!("bench-{}@example.test", std::process::id());
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = gateway(dir.path(), &imap_addr, &mailbox, smtp_port);
+        let server = gateway(
+            dir.path(),
+            &imap_addr,
+            &mailbox,
+            smtp_port,
+            &args.synchronous,
+        );
         let key = {
             let out = Command::new(BIN)
                 .args(["apikey", "create", "--name", "bench", "--config"])

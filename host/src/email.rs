@@ -21,9 +21,10 @@
 //!
 //! **Automatic mail.** Auto-replies are recorded as an internal note on
 //! their conversation, neither stored as the customer's message nor
-//! answered; bounces fail the message they name. The assistant's mails say
-//! `Auto-Submitted: auto-replied`, and mail from the support address itself
-//! is dropped, so no loop with another responder is possible.
+//! answered; bounces fail the sent message they name. The assistant's
+//! mails say `Auto-Submitted: auto-replied`, mail from the support address
+//! itself is dropped, and a contact gets at most `ANSWERS_PER_HOUR`
+//! answers, so a loop with another responder ends within the hour.
 //!
 //! **Outbound** goes through the channels' outbox like every channel
 //! (`channels::try_send` hands an email entry's messages here): the plugin
@@ -43,7 +44,7 @@ use crate::channels::{InMessage, InboxEvent, Route, Unsent};
 use crate::config::{AfterStore, MailConfig, PluginConfig};
 use crate::domain::contact::{ContactDetails, Identity};
 use crate::domain::conversation::{
-    Channel, ChannelMeta, Conversation, Message, NewConversation, Priority, SenderKind,
+    Channel, ChannelMeta, Conversation, MESSAGE_MAX, Message, NewConversation, Priority, SenderKind,
 };
 use crate::events::Event;
 use crate::plugins;
@@ -59,6 +60,23 @@ const FETCH_CHUNK: usize = 50;
 /// How long one IDLE lasts before it is renewed (servers drop an IDLE
 /// after 30 minutes; a shorter one also notices a dead connection).
 const IDLE_RENEW: Duration = Duration::from_secs(5 * 60);
+/// Attempts to store one mail, over at least `SKIP_AFTER`, before the
+/// listener skips it (logged, left unseen in the mailbox), so one mail
+/// cannot stop its mailbox while an outage of minutes skips nothing.
+const MAIL_ATTEMPTS: u32 = 5;
+const SKIP_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Bytes of mail fetched at once (a chunk holds at most `FETCH_CHUNK`
+/// mails, and one mail however large).
+const CHUNK_BYTES: u64 = 32 * 1024 * 1024;
+/// How long reading a chunk of mail may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Answers the assistant mails one contact in an hour; past it, mail is
+/// stored unanswered (a responder that sets no automatic-mail header
+/// cannot loop with the assistant).
+const ANSWERS_PER_HOUR: u32 = 10;
+/// How often a node without the listener's lock (PostgreSQL: another node
+/// holds it) tries again.
+const STANDBY_RETRY: Duration = Duration::from_secs(30);
 /// Connecting, logging in and each command.
 const IMAP_TIMEOUT: Duration = Duration::from_secs(60);
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,7 +91,15 @@ pub struct MailRoute {
     /// Why the SMTP transport could not be built, if it could not.
     smtp_error: Option<String>,
     imap_password: Option<String>,
+    /// The mailbox as the cursor knows it: scheme, user, host, port and
+    /// folder (no password).
+    mailbox_key: String,
     pub listener: Listener,
+    /// Failed attempts (and the first one's time) per UIDVALIDITY and UID
+    /// of the mails that failed to store.
+    failures: std::sync::Mutex<std::collections::HashMap<(u32, u32), (u32, std::time::Instant)>>,
+    /// Answers per contact in the current hour.
+    answers: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, u32)>>,
 }
 
 /// The IMAP listener's switch and what it is doing.
@@ -92,6 +118,9 @@ pub enum ListenerStatus {
     Connecting,
     /// Logged in and waiting for mail (IDLE or polling).
     Listening,
+    /// Another node listens to this mailbox (PostgreSQL); this one takes
+    /// over if that one stops.
+    Standby,
     /// The last attempt failed; it is retried with backoff.
     Failing(String),
 }
@@ -137,28 +166,45 @@ impl MailRoute {
             .as_ref()
             .and_then(|name| std::env::var(name).ok())
             .filter(|s| !s.is_empty());
-        let with_password = |url: &url::Url| {
-            let mut url = url.clone();
-            if url.password().is_none()
-                && !url.username().is_empty()
-                && let Some(secret) = &secret
-            {
-                let _ = url.set_password(Some(secret));
-            }
-            url
-        };
+        // The secret goes beside the URL, not into it (it may hold `%`).
         let (smtp, smtp_error) = match &mail.smtp_url {
             None => (None, Some("no smtp_url is configured".to_owned())),
-            Some(url) => match Smtp::from_url(with_password(url).as_str()) {
-                Ok(b) => (Some(b.timeout(Some(SMTP_TIMEOUT)).build()), None),
+            Some(url) => match Smtp::from_url(url.as_str()) {
+                Ok(mut b) => {
+                    if url.password().is_none()
+                        && !url.username().is_empty()
+                        && let Some(secret) = &secret
+                    {
+                        b = b.credentials(
+                            lettre::transport::smtp::authentication::Credentials::new(
+                                percent_decode(url.username()),
+                                secret.clone(),
+                            ),
+                        );
+                    }
+                    (Some(b.timeout(Some(SMTP_TIMEOUT)).build()), None)
+                }
                 Err(e) => (None, Some(format!("smtp_url: {e}"))),
             },
         };
-        let imap_password = mail.imap_url.as_ref().and_then(|u| {
-            with_password(u)
-                .password()
-                .map(|p| percent_decode(p).into_owned())
-        });
+        let imap_password = mail
+            .imap_url
+            .as_ref()
+            .and_then(|u| u.password().map(percent_decode).or_else(|| secret.clone()));
+        let mailbox_key = mail
+            .imap_url
+            .as_ref()
+            .map(|u| {
+                format!(
+                    "{}://{}@{}:{}{}",
+                    u.scheme(),
+                    percent_decode(u.username()),
+                    u.host_str().unwrap_or_default(),
+                    u.port().unwrap_or_default(),
+                    percent_decode(u.path())
+                )
+            })
+            .unwrap_or_default();
         let listener = Listener::new(mail.start_listener && mail.imap_url.is_some());
         if mail.imap_url.is_none() {
             listener.set(ListenerStatus::NotConfigured);
@@ -169,12 +215,48 @@ impl MailRoute {
             smtp,
             smtp_error,
             imap_password,
+            mailbox_key,
             listener,
+            failures: Default::default(),
+            answers: Default::default(),
         }
     }
 
     pub fn entry(&self) -> &str {
         &self.route.entry
+    }
+
+    /// Counts a failed attempt at mail `uid`; answers whether it has
+    /// failed `MAIL_ATTEMPTS` times over at least `SKIP_AFTER`.
+    fn keeps_failing(&self, validity: u32, uid: u32) -> bool {
+        let Ok(mut f) = self.failures.lock() else {
+            return false;
+        };
+        if f.len() > 10_000 {
+            f.clear();
+        }
+        let (n, first) = f
+            .entry((validity, uid))
+            .or_insert((0, std::time::Instant::now()));
+        *n += 1;
+        *n >= MAIL_ATTEMPTS && first.elapsed() >= SKIP_AFTER
+    }
+
+    /// Counts an answer to `contact`; `false` past `ANSWERS_PER_HOUR`.
+    fn may_answer(&self, contact: i64) -> bool {
+        let Ok(mut a) = self.answers.lock() else {
+            return true;
+        };
+        if a.len() > 100_000 {
+            a.clear();
+        }
+        let (since, n) = a.entry(contact).or_insert((std::time::Instant::now(), 0));
+        if since.elapsed() >= Duration::from_secs(3600) {
+            *since = std::time::Instant::now();
+            *n = 0;
+        }
+        *n += 1;
+        *n <= ANSWERS_PER_HOUR
     }
 
     /// `healthy`, or what is wrong, for the channels' health.
@@ -213,11 +295,28 @@ impl MailRoute {
     }
 }
 
-fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| std::borrow::Cow::Owned(v.into_owned()))
-        .unwrap_or(std::borrow::Cow::Borrowed(s))
+/// A URL's percent-encoded user, password or path, decoded (`+` and `&`
+/// stay as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A conversation tag: 4 to 32 lower-case letters and digits.
@@ -305,11 +404,18 @@ pub async fn receive(
     if sender == mr.mail.address || mr.tag_in(&sender).is_some() {
         return Ok(Received::Dropped("a mail from the support address itself"));
     }
-    match meta(&m, "auto") {
+    let automatic = match meta(&m, "auto") {
         Some("bounce") => return bounce(state, mr, &m).await,
-        Some(_) => return auto_reply(state, mr, &m, &sender).await,
-        None => {}
-    }
+        Some(_) => {
+            if let Some(noted) = auto_reply(state, mr, &m, &sender).await? {
+                return Ok(noted);
+            }
+            // Automatic mail that continues no conversation (a web form, a
+            // system's notice) is a request: stored, not answered.
+            true
+        }
+        None => false,
+    };
     if let Some(stored) = db
         .message_by_provider_id(entry, &m.id)
         .await
@@ -384,8 +490,16 @@ pub async fn receive(
     if !file_errors.is_empty() {
         data["fileErrors"] = file_errors.into();
     }
-    let content = m.text.clone().unwrap_or_default();
-    let answer = if content.trim().is_empty() {
+    let mut content = m.text.clone().unwrap_or_default();
+    if content.chars().count() > MESSAGE_MAX {
+        // The whole mail is in original.eml.
+        content = content.chars().take(MESSAGE_MAX - 40).collect();
+        content.push_str("\n[…] (the rest is in original.eml)");
+    }
+    let answer = if content.trim().is_empty() || automatic {
+        Answer::Skip
+    } else if !mr.may_answer(contact_id) {
+        tracing::warn!(entry = %entry, contact = contact_id, "more than {ANSWERS_PER_HOUR} mails from one contact in an hour: stored unanswered");
         Answer::Skip
     } else {
         Answer::BestEffort
@@ -587,7 +701,7 @@ pub fn ticket_token(subject: &str) -> Option<i64> {
 pub fn reply_subject(subject: Option<&str>, ticket: Option<i64>) -> String {
     let subject = subject.map(str::trim).filter(|s| !s.is_empty());
     let mut out = match subject {
-        Some(s) if s.len() >= 3 && s[..3].eq_ignore_ascii_case("re:") => s.to_owned(),
+        Some(s) if s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:")) => s.to_owned(),
         Some(s) => format!("Re: {s}"),
         None => "Re: your message".to_owned(),
     };
@@ -600,20 +714,20 @@ pub fn reply_subject(subject: Option<&str>, ticket: Option<i64>) -> String {
     out
 }
 
-/// An automatic reply: an internal note on its conversation, no answer.
+/// An automatic reply: an internal note on the conversation it continues,
+/// no answer; `None` when it continues none.
 async fn auto_reply(
     state: &AppState,
     mr: &MailRoute,
     m: &InMessage,
     sender: &str,
-) -> Result<Received, String> {
+) -> Result<Option<Received>, String> {
     let contact_id = contact_for(state, mr.route.org_id, sender, m.name.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     let c = thread(state, mr, m, contact_id).await?;
     let Some(c) = c else {
-        tracing::info!(entry = %mr.entry(), from = %sender, "an automatic reply to no known conversation; dropped");
-        return Ok(Received::AutoReply(None));
+        return Ok(None);
     };
     let subject = m.subject.as_deref().unwrap_or("(no subject)");
     let text = m.text.as_deref().unwrap_or_default();
@@ -633,7 +747,7 @@ async fn auto_reply(
     convos::post(state.core(), &c, post, Answer::Skip)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Received::AutoReply(Some(c.id)))
+    Ok(Some(Received::AutoReply(Some(c.id))))
 }
 
 /// A bounce: the outbound message it names fails with its reason.
@@ -642,6 +756,17 @@ async fn bounce(state: &AppState, mr: &MailRoute, m: &InMessage) -> Result<Recei
         tracing::info!(entry = %mr.entry(), "a bounce naming no message; dropped");
         return Ok(Received::Bounce(None));
     };
+    // Only a mail we sent can bounce (a forged report naming a customer's
+    // message changes nothing).
+    let ours = state
+        .db
+        .message_by_provider_id(mr.entry(), original)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some_and(|m| m.sender_kind != SenderKind::Customer);
+    if !ours {
+        return Ok(Received::Bounce(None));
+    }
     let reason = meta(m, "bounce-reason").unwrap_or("the mail could not be delivered");
     let why = match meta(m, "bounce-recipient") {
         Some(to) => format!("bounced for {to}: {reason}"),
@@ -764,7 +889,9 @@ pub(crate) async fn send(
         .map_err(|e| Unsent::Fail(format!("the envelope: {e}")))?;
     match smtp.send_raw(&envelope, &mail.raw).await {
         Ok(_) => Ok(mail.message_id),
-        Err(e) if e.is_permanent() => Err(Unsent::Fail(format!(
+        // The server refusing us (authentication, TLS, a sending quota)
+        // is the operator's to fix, not the message's fault: retried.
+        Err(e) if e.is_permanent() && !refuses_us(&e) => Err(Unsent::Fail(format!(
             "the mail server refused the mail: {e}"
         ))),
         Err(e) => Err(Unsent::Retry(
@@ -772,6 +899,18 @@ pub(crate) async fn send(
             Duration::ZERO,
         )),
     }
+}
+
+/// A 5xx about the gateway's session rather than the mail: 530/534/535/
+/// 538 (authentication, TLS), or an enhanced code 5.7.0/5.7.8/5.7.9
+/// (authentication) or 5.4.5 (a sending quota).
+fn refuses_us(e: &lettre::transport::smtp::Error) -> bool {
+    let text = e.to_string();
+    let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+    matches!(code.as_str(), "530" | "534" | "535" | "538")
+        || ["5.7.0", "5.7.8", "5.7.9", "5.4.5"]
+            .iter()
+            .any(|c| text.contains(c))
 }
 
 fn pair(key: &str, value: &str) -> plugins::Pair {
@@ -810,10 +949,31 @@ async fn listen(state: AppState, mr: Arc<MailRoute>) {
                 return;
             }
         }
+        // One listener per mailbox across nodes.
+        let lock = match state.db.try_mail_lock(mr.entry()).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                mr.listener.set(ListenerStatus::Standby);
+                let _ = tokio::time::timeout(STANDBY_RETRY, running.changed()).await;
+                continue;
+            }
+            Err(e) => {
+                mr.listener.set(ListenerStatus::Failing(e.to_string()));
+                let _ = tokio::time::timeout(reconnect_after(3), running.changed()).await;
+                continue;
+            }
+        };
         mr.listener.set(ListenerStatus::Connecting);
-        match session(&state, &mr, &mut running).await {
+        let outcome = session(&state, &mr, &mut running).await;
+        drop(lock);
+        match outcome {
             Ok(()) => failures = 0,
             Err(e) => {
+                // A session that got as far as listening starts the backoff
+                // over.
+                if mr.listener.status() == ListenerStatus::Listening {
+                    failures = 0;
+                }
                 failures += 1;
                 let wait = reconnect_after(failures);
                 tracing::warn!(entry = %mr.entry(), error = %e, retry_in_s = wait.as_secs(), "the IMAP listener failed");
@@ -898,21 +1058,24 @@ async fn session(
             .and_then(|r| r.ok_or_else(|| std::io::Error::other("closed before greeting")))
     })
     .await?;
-    let user = percent_decode(url.username()).into_owned();
+    let user = percent_decode(url.username());
     let password = mr.imap_password.clone().unwrap_or_default();
     let mut imap = timed("login", async {
         client.login(&user, &password).await.map_err(|(e, _)| e)
     })
     .await?;
-    let idle = timed("capabilities", imap.capabilities())
-        .await?
-        .has_str("IDLE");
+    let caps = timed("capabilities", imap.capabilities()).await?;
+    let idle = caps.has_str("IDLE");
+    let caps = Caps {
+        moves: caps.has_str("MOVE"),
+        uidplus: caps.has_str("UIDPLUS"),
+    };
     let mailbox = {
         let path = url.path().trim_start_matches('/');
         if path.is_empty() {
             "INBOX".to_owned()
         } else {
-            percent_decode(path).into_owned()
+            percent_decode(path)
         }
     };
     let selected = timed("select", imap.select(&mailbox)).await?;
@@ -926,7 +1089,7 @@ async fn session(
 
     let mut cursor = match state
         .db
-        .mail_cursor(mr.entry())
+        .mail_cursor(mr.entry(), &mr.mailbox_key)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -934,21 +1097,23 @@ async fn session(
         _ => {
             // First sight of this mailbox: its unseen mail, then what comes.
             let up_to = selected.uid_next.map(|n| n.saturating_sub(1)).unwrap_or(0);
-            let unseen = timed("search", imap.uid_search("UNSEEN")).await?;
-            let mut uids: Vec<u32> = unseen.into_iter().filter(|u| *u <= up_to).collect();
-            uids.sort_unstable();
+            let unseen = if up_to == 0 {
+                Vec::new()
+            } else {
+                list(&mut imap, &format!("1:{up_to}"), 0, true).await?
+            };
             let mut start = MailCursor {
                 uid_validity: validity,
                 last_uid: 0,
             };
-            take(state, mr, &mut imap, &uids, &mut start, false).await?;
+            take(state, mr, &mut imap, caps, &unseen, &mut start, false).await?;
             let c = MailCursor {
                 uid_validity: validity,
                 last_uid: up_to,
             };
             state
                 .db
-                .set_mail_cursor(mr.entry(), c)
+                .set_mail_cursor(mr.entry(), &mr.mailbox_key, c)
                 .await
                 .map_err(|e| e.to_string())?;
             c
@@ -956,24 +1121,15 @@ async fn session(
     };
     loop {
         while imap.unsolicited_responses.try_recv().is_ok() {}
-        let uids = {
-            let fetches = timed(
-                "fetch",
-                imap.uid_fetch(format!("{}:*", cursor.last_uid.saturating_add(1)), "UID"),
-            )
-            .await?;
-            let all: Vec<_> = fetches.collect().await;
-            let mut uids = Vec::with_capacity(all.len());
-            for f in all {
-                let f = f.map_err(|e| format!("fetch: {e}"))?;
-                if let Some(uid) = f.uid.filter(|u| *u > cursor.last_uid) {
-                    uids.push(uid);
-                }
-            }
-            uids.sort_unstable();
-            uids
-        };
-        take(state, mr, &mut imap, &uids, &mut cursor, true).await?;
+        let after = cursor.last_uid;
+        let uids = list(
+            &mut imap,
+            &format!("{}:*", after.saturating_add(1)),
+            after,
+            false,
+        )
+        .await?;
+        take(state, mr, &mut imap, caps, &uids, &mut cursor, true).await?;
         if !uids.is_empty() {
             continue;
         }
@@ -1021,47 +1177,135 @@ async fn session(
     }
 }
 
-/// Fetches, stores and marks mails `uids`; with `advance`, the cursor
-/// moves past what was stored. Within a chunk, mails are parsed side by
-/// side and stored in lanes, one per sender (a sender's mails in order,
-/// senders concurrently). A mail the plugin cannot read is skipped
-/// (logged, left unseen); a failure to store ends the session so that the
-/// mail is fetched again — the cursor stops before it, and what was stored
-/// after it is recognized by its Message-ID.
+/// What the server can do beyond IMAP4rev1, for marking stored mail.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    moves: bool,
+    uidplus: bool,
+}
+
+/// Reads a stream of fetch answers to the end, within `limit`.
+async fn collect_within<S>(
+    what: &str,
+    limit: Duration,
+    stream: S,
+) -> Result<Vec<async_imap::types::Fetch>, String>
+where
+    S: futures_util::Stream<Item = async_imap::error::Result<async_imap::types::Fetch>>,
+{
+    let all: Vec<_> = tokio::time::timeout(limit, stream.collect())
+        .await
+        .map_err(|_| format!("{what}: no answer within {} s", limit.as_secs()))?;
+    all.into_iter()
+        .map(|f| f.map_err(|e| format!("{what}: {e}")))
+        .collect()
+}
+
+/// The UIDs in `set` past `after` with their sizes, in order; with
+/// `unseen_only`, those not flagged `\Seen`.
+async fn list(
+    imap: &mut async_imap::Session<Box<dyn ImapStream>>,
+    set: &str,
+    after: u32,
+    unseen_only: bool,
+) -> Result<Vec<(u32, u64)>, String> {
+    let query = if unseen_only {
+        "(UID RFC822.SIZE FLAGS)"
+    } else {
+        "(UID RFC822.SIZE)"
+    };
+    let fetches = timed("fetch", imap.uid_fetch(set, query)).await?;
+    let all = collect_within("fetch", IMAP_TIMEOUT, fetches).await?;
+    let mut uids: Vec<(u32, u64)> = all
+        .iter()
+        .filter(|f| {
+            !unseen_only
+                || !f
+                    .flags()
+                    .any(|flag| matches!(flag, async_imap::types::Flag::Seen))
+        })
+        .filter_map(|f| {
+            let uid = f.uid.filter(|u| *u > after)?;
+            Some((uid, u64::from(f.size.unwrap_or(0))))
+        })
+        .collect();
+    uids.sort_unstable();
+    uids.dedup_by_key(|(uid, _)| *uid);
+    Ok(uids)
+}
+
+/// `mails` (UID and size) in chunks of at most `FETCH_CHUNK` mails and
+/// `CHUNK_BYTES` bytes (a larger mail alone).
+fn chunks(mails: &[(u32, u64)]) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut bytes = 0u64;
+    for &(uid, size) in mails {
+        match out.last_mut() {
+            Some(chunk) if chunk.len() < FETCH_CHUNK && bytes + size <= CHUNK_BYTES => {
+                chunk.push(uid);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![uid]);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
+/// Fetches, stores and marks `mails` (UID and size); with `advance`, the
+/// cursor moves past what was stored. Within a chunk, mails are parsed
+/// side by side and stored in lanes, one per sender (a sender's mails in
+/// order, senders concurrently). A mail the plugin refuses is skipped
+/// (logged, left unseen). A mail that failed to store (or that the server
+/// did not return) ends the session so that it is fetched again: the
+/// cursor stops before it, and what was stored after it is recognized by
+/// its Message-ID. One that keeps failing for `SKIP_AFTER` is skipped.
 async fn take(
     state: &AppState,
     mr: &Arc<MailRoute>,
     imap: &mut async_imap::Session<Box<dyn ImapStream>>,
-    uids: &[u32],
+    caps: Caps,
+    mails: &[(u32, u64)],
     cursor: &mut MailCursor,
     advance: bool,
 ) -> Result<(), String> {
-    for chunk in uids.chunks(FETCH_CHUNK) {
-        let mut mails: Vec<(u32, Vec<u8>)> = Vec::with_capacity(chunk.len());
+    for chunk in chunks(mails) {
+        let mut fetched: Vec<(u32, Vec<u8>)> = Vec::with_capacity(chunk.len());
         {
-            let fetches =
-                timed("fetch", imap.uid_fetch(uid_set(chunk), "(UID BODY.PEEK[])")).await?;
-            let all: Vec<_> = fetches.collect().await;
-            for f in all {
-                let f = f.map_err(|e| format!("fetch: {e}"))?;
-                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                    mails.push((uid, body.to_vec()));
+            let fetches = timed(
+                "fetch",
+                imap.uid_fetch(uid_set(&chunk), "(UID BODY.PEEK[])"),
+            )
+            .await?;
+            for f in collect_within("fetch", FETCH_TIMEOUT, fetches).await? {
+                if let (Some(uid), Some(body)) = (f.uid, f.body())
+                    && chunk.contains(&uid)
+                {
+                    fetched.push((uid, body.to_vec()));
                 }
             }
         }
         let started = std::time::Instant::now();
-        let count = mails.len();
+        let count = fetched.len();
+        // What the server did not return (a NO, or expunged meanwhile) is
+        // tried again, not passed.
+        let mut failed: Vec<u32> = chunk
+            .iter()
+            .copied()
+            .filter(|uid| !fetched.iter().any(|(u, _)| u == uid))
+            .collect();
 
         // Parse side by side.
         let mut parsing = tokio::task::JoinSet::new();
-        for (uid, raw) in mails {
+        for (uid, raw) in fetched {
             let (state, mr) = (state.clone(), mr.clone());
             parsing.spawn(async move {
                 let parsed = parse(&state, &mr, &raw).await;
                 (uid, parsed, raw)
             });
         }
-        let mut failed: Vec<u32> = Vec::new();
         let mut lanes: std::collections::BTreeMap<String, Vec<(u32, InMessage, Vec<u8>)>> =
             Default::default();
         while let Some(done) = parsing.join_next().await {
@@ -1095,17 +1339,18 @@ async fn take(
                     match receive(&state, &mr, m, Some(raw)).await {
                         Ok(_) => out.push((uid, Ok(()))),
                         Err(e) => {
-                            out.push((uid, Err(e)));
+                            out.push((uid, Err(Some(e))));
                             break;
                         }
                     }
                 }
                 // Behind a failure, the sender's later mails wait too.
-                out.extend(lane.map(|(uid, _, _)| (uid, Err("behind a failed mail".to_owned()))));
+                out.extend(lane.map(|(uid, _, _)| (uid, Err(None))));
                 out
             });
         }
         let mut stored: Vec<u32> = Vec::new();
+        let mut behind: Vec<u32> = Vec::new();
         while let Some(done) = storing.join_next().await {
             let Ok(results) = done else {
                 return Err("storing a mail panicked".into());
@@ -1113,17 +1358,38 @@ async fn take(
             for (uid, r) in results {
                 match r {
                     Ok(()) => stored.push(uid),
-                    Err(e) => {
+                    Err(Some(e)) => {
                         tracing::warn!(entry = %mr.entry(), uid, error = %e, "a mail could not be stored");
                         failed.push(uid);
                     }
+                    Err(None) => behind.push(uid),
                 }
             }
         }
+        // A mail that keeps failing is skipped, so the rest can go on.
+        failed.retain(|uid| {
+            if !mr.keeps_failing(cursor.uid_validity, *uid) {
+                return true;
+            }
+            tracing::error!(entry = %mr.entry(), uid, attempts = MAIL_ATTEMPTS, "a mail could not be stored for 10 minutes; skipped and left unseen in the mailbox");
+            metrics::counter!("email_skipped_total").increment(1);
+            false
+        });
+        // The sender's later mails wait behind a failed one: fetched again
+        // (a skipped one included), not counted as failing themselves.
+        failed.extend(behind);
         metrics::counter!("email_received_total").increment(stored.len() as u64);
         metrics::histogram!("email_chunk_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(entry = %mr.entry(), count, stored = stored.len(), ms = started.elapsed().as_millis() as u64, "mail taken in");
 
+        // Marked before the cursor moves: a crash in between fetches them
+        // again, and their Message-IDs say they are stored.
+        if !stored.is_empty() {
+            stored.sort_unstable();
+            if let Err(e) = mark(imap, mr, caps, &uid_set(&stored)).await {
+                tracing::warn!(entry = %mr.entry(), error = %e, "stored mail could not be flagged or moved");
+            }
+        }
         if advance {
             let last = match failed.iter().min() {
                 Some(first_failed) => first_failed.saturating_sub(1),
@@ -1133,14 +1399,10 @@ async fn take(
                 cursor.last_uid = last;
                 state
                     .db
-                    .set_mail_cursor(mr.entry(), *cursor)
+                    .set_mail_cursor(mr.entry(), &mr.mailbox_key, *cursor)
                     .await
                     .map_err(|e| e.to_string())?;
             }
-        }
-        if !stored.is_empty() {
-            stored.sort_unstable();
-            mark(imap, mr, &uid_set(&stored)).await?;
         }
         if let Some(first) = failed.iter().min() {
             return Err(format!(
@@ -1190,19 +1452,34 @@ async fn parse(state: &AppState, mr: &MailRoute, raw: &[u8]) -> Result<InMessage
     }
 }
 
-/// Flags stored mails `\Seen`, or moves them.
+/// Flags stored mails `\Seen`, or moves them (`MOVE`, or where the server
+/// lacks it: copy, flag `\Deleted` and, with `UIDPLUS`, expunge them).
 async fn mark(
     imap: &mut async_imap::Session<Box<dyn ImapStream>>,
     mr: &MailRoute,
+    caps: Caps,
     set: &str,
 ) -> Result<(), String> {
+    let flag = async |imap: &mut async_imap::Session<Box<dyn ImapStream>>, flags: &str| {
+        let updates = timed("store", imap.uid_store(set, flags)).await?;
+        collect_within("store", IMAP_TIMEOUT, updates)
+            .await
+            .map(|_| ())
+    };
     match &mr.mail.after_store {
-        AfterStore::Seen => {
-            let updates = timed("store", imap.uid_store(set, "+FLAGS.SILENT (\\Seen)")).await?;
-            let _: Vec<_> = updates.collect().await;
+        AfterStore::Seen => flag(imap, "+FLAGS.SILENT (\\Seen)").await?,
+        AfterStore::Move(folder) if caps.moves => {
+            timed("move", imap.uid_mv(set, folder)).await?;
         }
         AfterStore::Move(folder) => {
-            timed("move", imap.uid_mv(set, folder)).await?;
+            timed("copy", imap.uid_copy(set, folder)).await?;
+            flag(imap, "+FLAGS.SILENT (\\Seen \\Deleted)").await?;
+            if caps.uidplus {
+                let gone = timed("expunge", imap.uid_expunge(set)).await?;
+                let _: Vec<_> = tokio::time::timeout(IMAP_TIMEOUT, gone.collect::<Vec<_>>())
+                    .await
+                    .map_err(|_| "expunge: no answer".to_owned())?;
+            }
         }
     }
     Ok(())
@@ -1296,14 +1573,38 @@ mod tests {
             "Re: Order [#9]"
         );
         assert_eq!(reply_subject(None, None), "Re: your message");
+        // Multi-byte subjects are not cut inside a character.
+        assert_eq!(reply_subject(Some("Привет"), None), "Re: Привет");
+        assert_eq!(reply_subject(Some("日本"), None), "Re: 日本");
+        assert_eq!(ticket_token("Заказ [#12]"), Some(12));
     }
 
     #[test]
     fn percent_decoding_and_reconnect_backoff() {
         assert_eq!(percent_decode("p%40ss%2Bword"), "p@ss+word");
+        assert_eq!(percent_decode("a&b+c%"), "a&b+c%");
         assert_eq!(percent_decode("plain"), "plain");
         assert_eq!(reconnect_after(1), Duration::from_secs(1));
         assert_eq!(reconnect_after(4), Duration::from_secs(8));
         assert_eq!(reconnect_after(30), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn chunks_hold_fifty_mails_or_32_mib() {
+        let small: Vec<(u32, u64)> = (1..=120).map(|u| (u, 1000)).collect();
+        let c = chunks(&small);
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![50, 50, 20]);
+        let big = [(1, 20 << 20), (2, 20 << 20), (3, 40 << 20), (4, 1)];
+        assert_eq!(chunks(&big), vec![vec![1], vec![2], vec![3], vec![4]]);
+    }
+
+    #[test]
+    fn one_contact_gets_at_most_ten_answers_an_hour() {
+        let r = route("support@example.com");
+        for _ in 0..ANSWERS_PER_HOUR {
+            assert!(r.may_answer(7));
+        }
+        assert!(!r.may_answer(7));
+        assert!(r.may_answer(8));
     }
 }

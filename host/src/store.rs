@@ -27,7 +27,7 @@ use sqlx::sqlite::{
 use crate::config::{DatabaseConfig, DatabaseKind, Synchronous};
 pub use channels::{InboxRow, NewInboxRow, OutboxItem};
 pub use conversations::{ConversationFilter, NewAttachment};
-pub use email::MailCursor;
+pub use email::{MailCursor, MailLock};
 pub use tickets::{DeliveryClaim, TicketChanges, TicketFilter};
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$db`.

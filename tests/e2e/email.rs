@@ -512,6 +512,51 @@ async fn a_conversation_by_mail_threads_answers_and_records_automatic_mail() {
         })
         .await;
 
+        // A ticket number in the subject threads the customer's mail, and
+        // only the customer's.
+        let r = gw
+            .http
+            .post(gw.url(&format!("/api/chat/sessions/{session}/ticket")))
+            .bearer_auth(&admin)
+            .json(&json!({"title": "Order 12345"}))
+            .send()
+            .await
+            .expect("ticket");
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        let ticket: Value = r.json().await.expect("json");
+        let number = ticket["ticketId"].as_str().expect("ticketId").to_owned();
+        for (from, id, text) in [
+            (
+                customer.as_str(),
+                "t1@customer.test",
+                "About the ticket: any news?",
+            ),
+            (
+                "stranger@elsewhere.test",
+                "t2@elsewhere.test",
+                "I guessed a ticket number",
+            ),
+        ] {
+            append(
+                &imap_url,
+                &mailbox,
+                &mail(from, &mailbox, id, &format!("Order [#{number}]"), "", text),
+            )
+            .await;
+        }
+        eventually("the mail naming the ticket", async || {
+            customer_texts(&gw, &admin, &session)
+                .await
+                .contains(&"About the ticket: any news?".to_owned())
+                .then_some(())
+        })
+        .await;
+        let other = eventually("the stranger's own conversation", async || {
+            session_with(&gw, &admin, "I guessed a ticket number").await
+        })
+        .await;
+        assert_ne!(other, session);
+
         // 003's send joins the conversation by its thread id.
         let r = gw
             .http

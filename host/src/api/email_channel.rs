@@ -357,27 +357,22 @@ async fn process(
             f.push(FieldError::new(field, "must be one line", "value_error"));
         }
     }
-    let tag = thread.map(|t| t.trim().to_ascii_lowercase());
-    if tag.as_ref().is_some_and(|t| {
-        t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric())
-    }) {
-        f.push(FieldError::new(
-            "threadId",
-            "a conversation's tag: letters and digits",
-            "value_error",
-        ));
-    }
+    // Only a tag of ours threads; any other thread id starts a new
+    // conversation, as a mail naming an unknown thread would.
+    let tag = thread
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| (4..=32).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric()));
     let message_id = message_id.map(|m| m.trim().to_owned());
     if message_id.as_ref().is_some_and(|m| {
         m.is_empty()
             || m.len() > 200
             || !m
                 .chars()
-                .all(|c| c.is_ascii_graphic() && c != '<' && c != '>' && c != '@')
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '='))
     }) {
         f.push(FieldError::new(
             "messageId",
-            "1 to 200 visible ASCII characters, without <, > or @",
+            "1 to 200 letters, digits, -, _, . or =",
             "value_error",
         ));
     }
@@ -421,17 +416,14 @@ async fn process(
         metadata,
     };
     let mail = plugin.compose_mail(&shaped).await.map_err(|e| {
-        ApiError::invalid_fields(vec![FieldError::new(
-            "from",
-            format!("the mail could not be shaped: {e}"),
-            "value_error",
-        )])
+        tracing::info!(error = %e, "a mail to process could not be shaped");
+        ApiError::validation(format!("The mail could not be shaped: {e}"))
     })?;
     let received = crate::email::receive_raw(&state, mr, mail.raw)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "a processed mail could not be stored");
-            ApiError::service_unavailable(format!("The mail could not be stored: {e}"))
+            ApiError::service_unavailable("The mail could not be stored; retry")
         })?;
     let (outcome, message_id, conversation_id) = match received {
         Received::Stored(m) => ("stored", m.id.to_string(), Some(m.conversation_id)),

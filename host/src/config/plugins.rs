@@ -244,7 +244,9 @@ pub fn plausible_address(text: &str) -> bool {
         && !domain.ends_with('.')
         && text.len() <= 254
         && !text.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')' | '\\')
         })
 }
 

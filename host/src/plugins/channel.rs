@@ -175,21 +175,30 @@ impl Plugin {
 
     /// Normalizes a raw RFC 822 message.
     pub async fn parse_mail(&self, raw: &[u8]) -> Result<InboundMessage, PluginError> {
-        let m = self
+        let mut m = self
             .channel_call("parse-mail", async |i, s| {
                 i.gateway_plugin_messaging().call_parse_mail(s, raw).await
             })
             .await?;
-        if m.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES)
-            || m.external_id.is_empty()
-            || m.external_id.len() > 512
-        {
-            return Err(self.failed(
-                "parse-mail",
-                self.error(Failure::Invalid(format!(
-                    "a parsed mail needs an id of 1 to 512 bytes and a text of at most {MAX_TEXT_BYTES} bytes"
-                ))),
-            ));
+        // A mail is never refused for its size: the text is cut (the whole
+        // mail is kept as the original), an odd id replaced by its digest.
+        for text in [&mut m.text, &mut m.html].into_iter().flatten() {
+            if text.len() > MAX_TEXT_BYTES {
+                let mut end = MAX_TEXT_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+        }
+        if m.external_id.is_empty() || m.external_id.len() > 512 {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(if m.external_id.is_empty() {
+                raw
+            } else {
+                m.external_id.as_bytes()
+            });
+            m.external_id = format!("generated-{}", &hex::encode(digest)[..32]);
         }
         Ok(m)
     }

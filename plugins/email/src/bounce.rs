@@ -67,20 +67,50 @@ pub fn classify(message: &Message<'_>, sender: &str, subject: &str) -> Option<Au
     if is_bounce(message, sender) {
         return Some(Auto::Bounce);
     }
-    is_auto_reply(message, subject).then_some(Auto::Reply)
+    let delay_notice =
+        report_type(message).is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"));
+    (delay_notice || is_auto_reply(message, subject)).then_some(Auto::Reply)
 }
 
 /// A delivery status report, an `X-Failed-Recipients` header, or mail
 /// from `mailer-daemon@` / `postmaster@`.
 fn is_bounce(message: &Message<'_>, sender: &str) -> bool {
     if report_type(message).is_some_and(|t| t.eq_ignore_ascii_case("delivery-status")) {
-        return true;
+        // A delay or a relay notice (no recipient with `Action: failed`)
+        // is not a failure: the mail may still arrive.
+        return !only_delays(message);
     }
     if message.header("X-Failed-Recipients").is_some() {
         return true;
     }
     let local = sender.split('@').next().unwrap_or_default();
     local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
+}
+
+/// Whether a delivery status report's status part names recipients and
+/// none of them failed (`Action: delayed`, `relayed`, `delivered`...).
+fn only_delays(message: &Message<'_>) -> bool {
+    for part in message.parts.iter().skip(1) {
+        let mime_type = part_type(part);
+        if mime_type == "message/delivery-status" || mime_type == "message/global-delivery-status" {
+            let text = crate::quote::unify(&lossy(part.contents()));
+            let mut actions = text.lines().filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("Action")
+                    .then(|| value.trim().to_ascii_lowercase())
+            });
+            let mut any = false;
+            for action in actions.by_ref() {
+                any = true;
+                if action == "failed" {
+                    return false;
+                }
+            }
+            return any;
+        }
+    }
+    false
 }
 
 /// `Auto-Submitted` other than `no`; `X-Autoreply` or `X-Autorespond`;

@@ -348,6 +348,14 @@ fn dsn_bounce() {
 }
 
 #[test]
+fn a_delay_notice_is_not_a_bounce() {
+    let raw = "From: MAILER-DAEMON@mx.example.com\r\nTo: support@example.com\r\nSubject: Delayed Mail (still being retried)\r\nMessage-ID: <delay1@mx.example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe mail is delayed; we keep trying.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\nFinal-Recipient: rfc822; slow@example.org\r\nAction: delayed\r\nStatus: 4.4.1\r\n--b--\r\n";
+    let m = parse(raw.as_bytes());
+    assert_eq!(meta(&m, "auto"), Some("reply"));
+    assert_eq!(meta(&m, "bounce-message-id"), None);
+}
+
+#[test]
 fn bounce_with_only_x_failed_recipients() {
     let m = parse(corpus!("failed_recipients_bounce"));
     assert_eq!(meta(&m, "auto"), Some("bounce"));
