@@ -298,25 +298,9 @@ impl MailRoute {
 /// A URL's percent-encoded user, password or path, decoded (`+` and `&`
 /// stay as they are).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A conversation tag: 4 to 32 lower-case letters and digits.
@@ -361,8 +345,8 @@ pub enum Received {
     Stored(Box<Message>),
     /// Stored before (a redelivery).
     Duplicate(Box<Message>),
-    /// An automatic reply, recorded on its conversation (if any).
-    AutoReply(Option<i64>),
+    /// An automatic reply, recorded on the conversation it continues.
+    AutoReply(i64),
     /// A bounce; the message it names is failed (if found).
     Bounce(Option<i64>),
     /// Dropped, and why (a mail from the support address itself).
@@ -424,7 +408,7 @@ pub async fn receive(
         crate::channels::answer_if_unanswered(state, &stored).await?;
         return Ok(Received::Duplicate(Box::new(stored)));
     }
-    if !config_plausible(&sender) {
+    if !crate::config::plausible_address(&sender) {
         return Ok(Received::Dropped("a mail without a usable sender address"));
     }
     let contact_id = contact_for(state, mr.route.org_id, &sender, m.name.as_deref())
@@ -544,10 +528,6 @@ pub async fn receive(
         },
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn config_plausible(address: &str) -> bool {
-    crate::config::plausible_address(address)
 }
 
 /// The contact writing from `address`, created with its display name.
@@ -747,7 +727,7 @@ async fn auto_reply(
     convos::post(state.core(), &c, post, Answer::Skip)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Some(Received::AutoReply(Some(c.id))))
+    Ok(Some(Received::AutoReply(c.id)))
 }
 
 /// A bounce: the outbound message it names fails with its reason.

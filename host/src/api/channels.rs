@@ -19,7 +19,7 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::extract::{Auth, Body, Fields};
 use crate::api::openapi::PlatformErrorBody;
 use crate::channels::{InboxEvent, SendOutcome};
-use crate::domain::conversation::{ChannelMeta, Delivery};
+use crate::domain::conversation::{ChannelMeta, Delivery, Message};
 use crate::domain::{FieldError, PrincipalKind};
 use crate::plugins::{self, ChannelError, Failure};
 use crate::server::AppState;
@@ -107,8 +107,9 @@ const REFUSALS: &str = "whatsapp-webhook-refusals";
 
 /// Largest webhook body: Meta's payloads are far smaller.
 pub const WEBHOOK_MAX: usize = 3 * 1024 * 1024;
-/// How long `POST /messages` waits for the provider's answer before it
-/// answers `pending` (the outbox keeps trying).
+/// How long a channel send (`POST /whatsapp/messages`, `/email/send`)
+/// waits for the provider's answer before it answers `pending` (the
+/// outbox keeps trying).
 const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest free-form WhatsApp text.
 const TEXT_MAX: usize = 4096;
@@ -350,14 +351,49 @@ async fn receive_webhook(
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SentView {
-    /// `sent` once WhatsApp accepted it (`delivered` or `read` when it
-    /// got further already); `pending` when WhatsApp did not answer within
-    /// 10 s (the gateway keeps trying).
+    /// `sent` once the provider (WhatsApp, the mail server) accepted it
+    /// (`delivered` or `read` when it got further already); `pending` when
+    /// it did not answer within 10 s (the gateway keeps trying).
     status: String,
-    /// WhatsApp's id for the message (`wamid...`); the gateway's own
-    /// message id while it is pending.
+    /// The provider's id for the message (WhatsApp's `wamid...`, a mail's
+    /// `Message-ID` without brackets); the gateway's own message id while
+    /// it is pending.
     message_id: String,
     timestamp: String,
+}
+
+/// Waits up to `SEND_WAIT` for the outbox to send `posted` (a message just
+/// written into a channel conversation) and answers how it went: 409
+/// starting with `refused` when the provider refused it.
+pub(super) async fn sent_view(
+    state: &AppState,
+    posted: &Message,
+    refused: &str,
+) -> Result<Json<SentView>, ApiError> {
+    let id = posted.id;
+    if posted.delivery.is_none() {
+        tracing::error!(
+            conversation = posted.conversation_id,
+            "a channel send was written without its channel"
+        );
+        return Err(ApiError::internal());
+    }
+    match state.channels.wait_sent(state, id, SEND_WAIT).await {
+        Some(SendOutcome::Sent(m)) => Ok(Json(SentView {
+            status: m.delivery.unwrap_or(Delivery::Sent).as_str().to_owned(),
+            message_id: m
+                .channel
+                .provider_message_id
+                .unwrap_or_else(|| id.to_string()),
+            timestamp: super::common::iso(m.created_at),
+        })),
+        Some(SendOutcome::Failed(why)) => Err(ApiError::conflict(format!("{refused}: {why}"))),
+        None => Ok(Json(SentView {
+            status: "pending".into(),
+            message_id: id.to_string(),
+            timestamp: super::common::iso(posted.created_at),
+        })),
+    }
 }
 
 /// Sends a WhatsApp message to `to` (a `wa_id`: the number with country
@@ -523,33 +559,7 @@ async fn send_message(
         asked_for_person: false,
     };
     let posted = convos::post(state.core(), &c, post, Answer::Skip).await?;
-    let id = posted.message.id;
-    if posted.message.delivery.is_none() {
-        tracing::error!(
-            conversation = c.id,
-            "a WhatsApp send was written without its channel"
-        );
-        return Err(ApiError::internal());
-    }
-    let outcome = state.channels.wait_sent(&state, id, SEND_WAIT).await;
-    match outcome {
-        Some(SendOutcome::Sent(m)) => Ok(Json(SentView {
-            status: m.delivery.unwrap_or(Delivery::Sent).as_str().to_owned(),
-            message_id: m
-                .channel
-                .provider_message_id
-                .unwrap_or_else(|| id.to_string()),
-            timestamp: super::common::iso(m.created_at),
-        })),
-        Some(SendOutcome::Failed(why)) => Err(ApiError::conflict(format!(
-            "WhatsApp did not take the message: {why}"
-        ))),
-        None => Ok(Json(SentView {
-            status: "pending".into(),
-            message_id: id.to_string(),
-            timestamp: super::common::iso(posted.message.created_at),
-        })),
-    }
+    sent_view(&state, &posted.message, "WhatsApp did not take the message").await
 }
 
 /// Checks 003's `template`: `{name, language, components?}`; answers it

@@ -16,8 +16,7 @@ use utoipa_axum::routes;
 use crate::api::error::ApiError;
 use crate::api::extract::{Auth, Body, Fields};
 use crate::api::openapi::PlatformErrorBody;
-use crate::channels::SendOutcome;
-use crate::domain::conversation::{ChannelMeta, Delivery};
+use crate::domain::conversation::ChannelMeta;
 use crate::domain::{FieldError, Principal, PrincipalKind, Role};
 use crate::email::{MailRoute, Received};
 use crate::plugins;
@@ -32,9 +31,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(stop_listener))
 }
 
-/// How long `POST /email/send` waits for the mail server's answer before
-/// it answers `pending` (the outbox keeps trying).
-const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest text or HTML body taken.
 const BODY_MAX: usize = 512 * 1024;
 /// Longest subject.
@@ -104,19 +100,6 @@ fn bounded(f: &mut Fields, field: &str, value: &Option<String>, max: usize) {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MailSentView {
-    /// `sent` once the mail server accepted the mail (`failed` never
-    /// answers 200: it is a 409); `pending` when the server did not answer
-    /// within 10 s (the gateway keeps trying).
-    status: String,
-    /// The mail's `Message-ID` (without brackets); the gateway's own
-    /// message id while it is pending.
-    message_id: String,
-    timestamp: String,
-}
-
 /// Sends a mail to `to`: in the conversation `threadId` names (the tag of
 /// its plus address, as the gateway's mails carry in `Reply-To`), or in a
 /// new conversation with that customer. `subject` defaults to `Re: ` and
@@ -135,7 +118,7 @@ pub struct MailSentView {
     request_body(content = Value, description = "`{\"to\", \"subject\"?, \"text\", \"html\"?, \"replyTo\"?, \"threadId\"?, \"from\"?}`"),
     security(("bearer" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "Sent (or, after 10 s without the mail server's answer, pending)", body = MailSentView),
+        (status = 200, description = "Sent (or, after 10 s without the mail server's answer, pending)", body = super::channels::SentView),
         (status = 400, description = "Invalid request", body = PlatformErrorBody),
         (status = 401, description = "Not authenticated", body = PlatformErrorBody),
         (status = 403, description = "Customers cannot send channel messages", body = PlatformErrorBody),
@@ -148,7 +131,7 @@ async fn send(
     State(state): State<AppState>,
     Auth(p): Auth,
     Body(body): Body,
-) -> Result<Json<MailSentView>, ApiError> {
+) -> Result<Json<super::channels::SentView>, ApiError> {
     super::platform::staff_only(&p)?;
     route_for(&state, p.org_id, None)?;
     let mut f = Fields::new(&body);
@@ -233,32 +216,7 @@ async fn send(
         asked_for_person: false,
     };
     let posted = convos::post(state.core(), &c, post, Answer::Skip).await?;
-    let id = posted.message.id;
-    if posted.message.delivery.is_none() {
-        tracing::error!(
-            conversation = c.id,
-            "a mail was written without its channel"
-        );
-        return Err(ApiError::internal());
-    }
-    match state.channels.wait_sent(&state, id, SEND_WAIT).await {
-        Some(SendOutcome::Sent(m)) => Ok(Json(MailSentView {
-            status: m.delivery.unwrap_or(Delivery::Sent).as_str().to_owned(),
-            message_id: m
-                .channel
-                .provider_message_id
-                .unwrap_or_else(|| id.to_string()),
-            timestamp: super::common::iso(m.created_at),
-        })),
-        Some(SendOutcome::Failed(why)) => {
-            Err(ApiError::conflict(format!("The mail was not sent: {why}")))
-        }
-        None => Ok(Json(MailSentView {
-            status: "pending".into(),
-            message_id: id.to_string(),
-            timestamp: super::common::iso(posted.message.created_at),
-        })),
-    }
+    super::channels::sent_view(&state, &posted.message, "The mail was not sent").await
 }
 
 /// A crude text rendering of HTML, for a send that gives only HTML: tags
@@ -428,7 +386,7 @@ async fn process(
     let (outcome, message_id, conversation_id) = match received {
         Received::Stored(m) => ("stored", m.id.to_string(), Some(m.conversation_id)),
         Received::Duplicate(m) => ("duplicate", m.id.to_string(), Some(m.conversation_id)),
-        Received::AutoReply(c) => ("auto_reply", String::new(), c),
+        Received::AutoReply(c) => ("auto_reply", String::new(), Some(c)),
         Received::Bounce(m) => ("bounce", m.map(|m| m.to_string()).unwrap_or_default(), None),
         Received::Dropped(_) => ("dropped", String::new(), None),
     };
